@@ -1,0 +1,1 @@
+"""Gatepass server: Clerk-compatible machine-to-machine authentication."""

@@ -1,0 +1,1 @@
+"""Use cases: one module per family, over storage protocols and domain values."""

@@ -1,0 +1,170 @@
+"""What the services need from storage, as protocols; ``storage.sql`` implements them."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from enum import Enum
+from typing import TYPE_CHECKING, Protocol
+
+if TYPE_CHECKING:
+    from collections.abc import Sequence
+
+    from gatepass_server.domain.instances import Instance, InstanceKey
+    from gatepass_server.domain.machines import (
+        Machine,
+        MachineListQuery,
+        MachineScope,
+        MachineSummary,
+    )
+
+__all__ = [
+    "InstanceStore",
+    "MachineKeyOwner",
+    "MachineStore",
+    "NewSecret",
+    "ScopeOutcome",
+]
+
+
+@dataclass(frozen=True, slots=True)
+class NewSecret:
+    """A freshly generated secret as storage keeps it: digest, and maybe a sealed copy."""
+
+    digest: bytes
+    sealed: bytes
+    hint: str
+
+
+@dataclass(frozen=True, slots=True)
+class MachineKeyOwner:
+    """Who an ``ak_`` key authenticates."""
+
+    instance_id: str
+    machine_id: str
+
+
+class ScopeOutcome(Enum):
+    """Why a scope change did or did not happen (expected outcomes are values)."""
+
+    DONE = "done"
+    FROM_MISSING = "from_missing"
+    TO_MISSING = "to_missing"
+    EXISTS = "exists"
+    ABSENT = "absent"
+    LIMIT_REACHED = "limit_reached"
+
+
+class InstanceStore(Protocol):
+    """Instances and their ``sk_`` keys."""
+
+    async def create_instance(self, instance: Instance, key: NewSecret) -> None:
+        """Store a new instance with its first key."""
+        ...
+
+    async def list_instances(self) -> list[Instance]:
+        """All instances, oldest first."""
+        ...
+
+    async def get_instance(self, instance_id: str) -> Instance | None:
+        """One instance."""
+        ...
+
+    async def list_instance_keys(self, instance_id: str, now_ms: int) -> list[InstanceKey]:
+        """The keys of an instance that still authenticate."""
+        ...
+
+    async def rotate_instance_key(
+        self,
+        instance_id: str,
+        key: NewSecret,
+        now_ms: int,
+        previous_expires_at: int,
+    ) -> bool:
+        """Add ``key`` and make every other live key expire at ``previous_expires_at``."""
+        ...
+
+    async def find_instance_by_key(self, digest: bytes, now_ms: int) -> str | None:
+        """The instance a live key with this digest belongs to."""
+        ...
+
+
+class MachineStore(Protocol):
+    """Machines, their scopes and their ``ak_`` keys, each call one transaction."""
+
+    async def list_machines(
+        self,
+        instance_id: str,
+        query: MachineListQuery,
+    ) -> tuple[list[Machine], int]:
+        """One page of machines and the total count matching the query."""
+        ...
+
+    async def get_machine(self, instance_id: str, machine_id: str) -> Machine | None:
+        """One machine with its scoped machines."""
+        ...
+
+    async def create_machine(
+        self,
+        machine: MachineSummary,
+        scoped_machine_ids: Sequence[str],
+        key: NewSecret,
+    ) -> Machine | None:
+        """Create a machine, its scopes and its key atomically; ``None`` if a target is unknown."""
+        ...
+
+    async def update_machine(
+        self,
+        instance_id: str,
+        machine_id: str,
+        *,
+        name: str | None,
+        default_token_ttl: int | None,
+        now_ms: int,
+    ) -> Machine | None:
+        """Change the given fields; ``None`` if there is no such machine."""
+        ...
+
+    async def delete_machine(self, instance_id: str, machine_id: str) -> bool:
+        """Delete a machine, its scopes (both ways) and its keys."""
+        ...
+
+    async def current_sealed_key(self, instance_id: str, machine_id: str) -> bytes | None:
+        """The sealed current ``ak_`` key of a machine."""
+        ...
+
+    async def rotate_machine_key(
+        self,
+        instance_id: str,
+        machine_id: str,
+        key: NewSecret,
+        *,
+        now_ms: int,
+        previous_expires_at: int,
+    ) -> bool:
+        """Make ``key`` current; older live keys expire at ``previous_expires_at``."""
+        ...
+
+    async def add_scope(
+        self,
+        instance_id: str,
+        from_machine_id: str,
+        to_machine_id: str,
+        *,
+        now_ms: int,
+        limit: int,
+    ) -> tuple[ScopeOutcome, MachineScope | None]:
+        """Let ``from`` call ``to``, unless a rule says no."""
+        ...
+
+    async def remove_scope(
+        self,
+        instance_id: str,
+        from_machine_id: str,
+        to_machine_id: str,
+    ) -> ScopeOutcome:
+        """Remove a scope."""
+        ...
+
+    async def find_machine_by_key(self, digest: bytes, now_ms: int) -> MachineKeyOwner | None:
+        """The machine a live ``ak_`` key with this digest belongs to."""
+        ...

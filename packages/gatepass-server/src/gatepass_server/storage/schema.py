@@ -1,0 +1,132 @@
+"""Schema versions: apply migrations, report drift, refuse unknown schemas."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from enum import Enum
+from typing import TYPE_CHECKING, Any
+
+from alembic import command
+from alembic.autogenerate import compare_metadata
+from alembic.config import Config
+from alembic.runtime.migration import MigrationContext
+from alembic.script import ScriptDirectory
+from alembic.util.exc import CommandError
+
+from gatepass_server.errors import SchemaMismatch
+from gatepass_server.storage.tables import metadata
+
+if TYPE_CHECKING:
+    from sqlalchemy.engine import Connection
+
+    from gatepass_server.storage.database import Database
+
+__all__ = [
+    "SchemaState",
+    "SchemaStatus",
+    "check_drift",
+    "ensure_current",
+    "schema_status",
+    "upgrade",
+]
+
+
+class SchemaState(Enum):
+    """Where a database stands relative to this release's migrations."""
+
+    EMPTY = "empty"
+    BEHIND = "behind"
+    CURRENT = "current"
+    UNKNOWN = "unknown"  # a revision this release does not know: a newer release wrote it
+
+
+@dataclass(frozen=True, slots=True)
+class SchemaStatus:
+    """The database's revision, this release's head, and what that means."""
+
+    state: SchemaState
+    current: str | None
+    head: str
+
+
+def _config() -> Config:
+    config = Config()
+    config.set_main_option("script_location", "gatepass_server.storage:migrations")
+    return config
+
+
+def _head() -> str:
+    head = ScriptDirectory.from_config(_config()).get_current_head()
+    if head is None:  # pragma: no cover - the package always ships migrations
+        raise SchemaMismatch("no migrations are packaged")
+    return head
+
+
+def _status(connection: Connection) -> SchemaStatus:
+    head = _head()
+    current = MigrationContext.configure(connection).get_current_revision()
+    if current is None:
+        return SchemaStatus(SchemaState.EMPTY, None, head)
+    if current == head:
+        return SchemaStatus(SchemaState.CURRENT, current, head)
+    try:
+        ScriptDirectory.from_config(_config()).get_revision(current)
+    except CommandError:
+        return SchemaStatus(SchemaState.UNKNOWN, current, head)
+    return SchemaStatus(SchemaState.BEHIND, current, head)
+
+
+def _upgrade(connection: Connection) -> SchemaStatus:
+    status = _status(connection)
+    if status.state is SchemaState.UNKNOWN:
+        raise _newer_schema(status)
+    config = _config()
+    config.attributes["connection"] = connection
+    command.upgrade(config, "head")
+    return _status(connection)
+
+
+def _newer_schema(status: SchemaStatus) -> SchemaMismatch:
+    return SchemaMismatch(
+        f"the database schema is at revision {status.current}, which this release does not "
+        f"know (its newest is {status.head}); upgrade gatepass-server",
+    )
+
+
+async def schema_status(database: Database) -> SchemaStatus:
+    """Report the database's schema state without changing it."""
+    async with database.read() as conn:
+        return await conn.run_sync(_status)
+
+
+async def upgrade(database: Database) -> SchemaStatus:
+    """Apply every pending migration; refuse a schema newer than this release."""
+    async with database.write() as conn:
+        return await conn.run_sync(_upgrade)
+
+
+async def ensure_current(database: Database) -> None:
+    """Raise :class:`SchemaMismatch` unless the schema is exactly this release's."""
+    status = await schema_status(database)
+    if status.state is SchemaState.UNKNOWN:
+        raise _newer_schema(status)
+    if status.state is not SchemaState.CURRENT:
+        raise SchemaMismatch(
+            f"the database schema is {status.state.value} (at {status.current}, need "
+            f"{status.head}); run `gatepass-server db upgrade`",
+        )
+
+
+async def check_drift(database: Database) -> list[Any]:
+    """Return the differences between the migrated database and ``tables.py``.
+
+    Empty means the migrations produce exactly the schema the code uses.
+    """
+    await ensure_current(database)
+
+    def compare(connection: Connection) -> list[Any]:
+        context = MigrationContext.configure(connection, opts={"compare_type": True})
+        return list(compare_metadata(context, metadata))
+
+    async with database.read() as conn:
+        return await conn.run_sync(compare)

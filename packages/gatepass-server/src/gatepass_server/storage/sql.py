@@ -1,0 +1,540 @@
+"""The SQL stores: one transaction per call, the same code on SQLite and PostgreSQL.
+
+Concurrency (SECURITY.md principle 9): on PostgreSQL every write that checks a rule first
+locks the machine row it is about (``FOR UPDATE``) and keeps the machines it points at
+from disappearing (``FOR KEY SHARE``), so concurrent scope adds, rotations and deletes
+run in some serial order. On SQLite, ``BEGIN IMMEDIATE`` serialises all writers.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+from sqlalchemy import and_, delete, func, insert, or_, select, update
+from sqlalchemy.exc import IntegrityError
+
+from gatepass_server.domain.instances import Instance, InstanceKey
+from gatepass_server.domain.machines import (
+    Machine,
+    MachineListQuery,
+    MachineScope,
+    MachineSummary,
+    OrderField,
+)
+from gatepass_server.services.interfaces import MachineKeyOwner, NewSecret, ScopeOutcome
+from gatepass_server.storage.tables import (
+    instance_keys,
+    instances,
+    machine_scopes,
+    machine_secret_keys,
+    machines,
+)
+
+if TYPE_CHECKING:
+    from collections.abc import Iterable, Sequence
+
+    from sqlalchemy import ColumnElement, Row
+    from sqlalchemy.ext.asyncio import AsyncConnection
+
+    from gatepass_server.storage.database import Database
+
+__all__ = ["SqlInstanceStore", "SqlMachineStore"]
+
+_MACHINE_COLUMNS = (
+    machines.c.id,
+    machines.c.instance_id,
+    machines.c.name,
+    machines.c.default_token_ttl,
+    machines.c.created_at,
+    machines.c.updated_at,
+)
+
+
+def _live(expires_at: Any, now_ms: int) -> ColumnElement[bool]:
+    return or_(expires_at.is_(None), expires_at > now_ms)
+
+
+class SqlInstanceStore:
+    """Instances and ``sk_`` keys."""
+
+    def __init__(self, database: Database) -> None:
+        self._db = database
+
+    async def create_instance(self, instance: Instance, key: NewSecret) -> None:
+        """Store a new instance with its first key."""
+        async with self._db.write() as conn:
+            await conn.execute(
+                insert(instances).values(
+                    id=instance.id,
+                    name=instance.name,
+                    created_at=instance.created_at,
+                ),
+            )
+            await _insert_instance_key(conn, instance.id, key, instance.created_at)
+
+    async def list_instances(self) -> list[Instance]:
+        """All instances, oldest first."""
+        async with self._db.read() as conn:
+            rows = await conn.execute(
+                select(instances).order_by(instances.c.created_at, instances.c.id),
+            )
+            return [Instance(id=r.id, name=r.name, created_at=r.created_at) for r in rows]
+
+    async def get_instance(self, instance_id: str) -> Instance | None:
+        """One instance."""
+        async with self._db.read() as conn:
+            row = (
+                await conn.execute(select(instances).where(instances.c.id == instance_id))
+            ).first()
+        return (
+            None if row is None else Instance(id=row.id, name=row.name, created_at=row.created_at)
+        )
+
+    async def list_instance_keys(self, instance_id: str, now_ms: int) -> list[InstanceKey]:
+        """The keys of an instance that still authenticate."""
+        async with self._db.read() as conn:
+            rows = await conn.execute(
+                select(instance_keys)
+                .where(
+                    instance_keys.c.instance_id == instance_id,
+                    _live(instance_keys.c.expires_at, now_ms),
+                )
+                .order_by(instance_keys.c.created_at),
+            )
+            return [
+                InstanceKey(
+                    instance_id=r.instance_id,
+                    hint=r.hint,
+                    created_at=r.created_at,
+                    expires_at=r.expires_at,
+                )
+                for r in rows
+            ]
+
+    async def rotate_instance_key(
+        self,
+        instance_id: str,
+        key: NewSecret,
+        now_ms: int,
+        previous_expires_at: int,
+    ) -> bool:
+        """Add ``key``; every other live key expires at ``previous_expires_at``."""
+        async with self._db.write() as conn:
+            found = (
+                await conn.execute(
+                    select(instances.c.id).where(instances.c.id == instance_id).with_for_update(),
+                )
+            ).first()
+            if found is None:
+                return False
+            await conn.execute(
+                update(instance_keys)
+                .where(
+                    instance_keys.c.instance_id == instance_id,
+                    _live(instance_keys.c.expires_at, now_ms),
+                    or_(
+                        instance_keys.c.expires_at.is_(None),
+                        instance_keys.c.expires_at > previous_expires_at,
+                    ),
+                )
+                .values(expires_at=previous_expires_at),
+            )
+            await _insert_instance_key(conn, instance_id, key, now_ms)
+            return True
+
+    async def find_instance_by_key(self, digest: bytes, now_ms: int) -> str | None:
+        """The instance a live key with this digest belongs to."""
+        async with self._db.read() as conn:
+            return (
+                await conn.execute(
+                    select(instance_keys.c.instance_id).where(
+                        instance_keys.c.digest == digest,
+                        _live(instance_keys.c.expires_at, now_ms),
+                    ),
+                )
+            ).scalar_one_or_none()
+
+
+async def _insert_instance_key(
+    conn: AsyncConnection,
+    instance_id: str,
+    key: NewSecret,
+    now_ms: int,
+) -> None:
+    await conn.execute(
+        insert(instance_keys).values(
+            digest=key.digest,
+            instance_id=instance_id,
+            hint=key.hint,
+            created_at=now_ms,
+            expires_at=None,
+        ),
+    )
+
+
+def _summary(row: Row[*tuple[Any, ...]]) -> MachineSummary:
+    return MachineSummary(
+        id=row.id,
+        instance_id=row.instance_id,
+        name=row.name,
+        default_token_ttl=row.default_token_ttl,
+        created_at=row.created_at,
+        updated_at=row.updated_at,
+    )
+
+
+class SqlMachineStore:
+    """Machines, scopes and ``ak_`` keys."""
+
+    def __init__(self, database: Database) -> None:
+        self._db = database
+
+    # -- reads ---------------------------------------------------------------------------
+
+    async def list_machines(
+        self,
+        instance_id: str,
+        query: MachineListQuery,
+    ) -> tuple[list[Machine], int]:
+        """One page of machines and the total count matching the query."""
+        where: list[ColumnElement[bool]] = [machines.c.instance_id == instance_id]
+        if query.query:
+            where.append(
+                or_(
+                    machines.c.id == query.query,
+                    machines.c.name_search.contains(query.query.casefold(), autoescape=True),
+                ),
+            )
+        if query.order_by.field is OrderField.NAME:
+            # NOTE: byte order ("C" collation) so both backends page identically.
+            key: Any = (
+                machines.c.name.collate("C")
+                if self._db.dialect == "postgresql"
+                else machines.c.name
+            )
+        else:
+            key = machines.c.created_at
+        ordering = (
+            (key.desc(), machines.c.id.desc())
+            if query.order_by.descending
+            else (
+                key.asc(),
+                machines.c.id.asc(),
+            )
+        )
+        async with self._db.read() as conn:
+            total = (
+                await conn.execute(select(func.count()).select_from(machines).where(*where))
+            ).scalar_one()
+            rows = (
+                await conn.execute(
+                    select(*_MACHINE_COLUMNS)
+                    .where(*where)
+                    .order_by(*ordering)
+                    .limit(query.limit)
+                    .offset(query.offset),
+                )
+            ).all()
+            found = await _with_scopes(conn, [_summary(r) for r in rows])
+        return found, total
+
+    async def get_machine(self, instance_id: str, machine_id: str) -> Machine | None:
+        """One machine with its scoped machines."""
+        async with self._db.read() as conn:
+            return await _load_machine(conn, instance_id, machine_id)
+
+    async def current_sealed_key(self, instance_id: str, machine_id: str) -> bytes | None:
+        """The sealed current ``ak_`` key of a machine."""
+        async with self._db.read() as conn:
+            return (
+                await conn.execute(
+                    select(machine_secret_keys.c.sealed)
+                    .join(machines, machines.c.id == machine_secret_keys.c.machine_id)
+                    .where(
+                        machines.c.instance_id == instance_id,
+                        machines.c.id == machine_id,
+                        machine_secret_keys.c.expires_at.is_(None),
+                    ),
+                )
+            ).scalar_one_or_none()
+
+    async def find_machine_by_key(self, digest: bytes, now_ms: int) -> MachineKeyOwner | None:
+        """The machine a live ``ak_`` key with this digest belongs to."""
+        async with self._db.read() as conn:
+            row = (
+                await conn.execute(
+                    select(machines.c.instance_id, machines.c.id)
+                    .join(machine_secret_keys, machines.c.id == machine_secret_keys.c.machine_id)
+                    .where(
+                        machine_secret_keys.c.digest == digest,
+                        _live(machine_secret_keys.c.expires_at, now_ms),
+                    ),
+                )
+            ).first()
+        return None if row is None else MachineKeyOwner(instance_id=row[0], machine_id=row[1])
+
+    # -- writes --------------------------------------------------------------------------
+
+    async def create_machine(
+        self,
+        machine: MachineSummary,
+        scoped_machine_ids: Sequence[str],
+        key: NewSecret,
+    ) -> Machine | None:
+        """Create a machine, its scopes and its key atomically; ``None`` if a target is unknown."""
+        targets = list(dict.fromkeys(scoped_machine_ids))
+        async with self._db.write() as conn:
+            if targets:
+                found = (
+                    await conn.execute(
+                        select(machines.c.id)
+                        .where(
+                            machines.c.instance_id == machine.instance_id,
+                            machines.c.id.in_(targets),
+                        )
+                        .with_for_update(key_share=True),
+                    )
+                ).all()
+                if len(found) != len(targets):
+                    return None
+            await conn.execute(
+                insert(machines).values(
+                    id=machine.id,
+                    instance_id=machine.instance_id,
+                    name=machine.name,
+                    name_search=machine.name.casefold(),
+                    default_token_ttl=machine.default_token_ttl,
+                    created_at=machine.created_at,
+                    updated_at=machine.updated_at,
+                ),
+            )
+            if targets:
+                await conn.execute(
+                    insert(machine_scopes),
+                    [
+                        {
+                            "from_machine_id": machine.id,
+                            "to_machine_id": target,
+                            "created_at": machine.created_at,
+                        }
+                        for target in targets
+                    ],
+                )
+            await _insert_machine_key(conn, machine.id, key, machine.created_at)
+            return await _load_machine(conn, machine.instance_id, machine.id)
+
+    async def update_machine(
+        self,
+        instance_id: str,
+        machine_id: str,
+        *,
+        name: str | None,
+        default_token_ttl: int | None,
+        now_ms: int,
+    ) -> Machine | None:
+        """Change the given fields; ``None`` if there is no such machine."""
+        values: dict[str, Any] = {"updated_at": now_ms}
+        if name is not None:
+            values["name"] = name
+            values["name_search"] = name.casefold()
+        if default_token_ttl is not None:
+            values["default_token_ttl"] = default_token_ttl
+        async with self._db.write() as conn:
+            result = await conn.execute(
+                update(machines)
+                .where(machines.c.instance_id == instance_id, machines.c.id == machine_id)
+                .values(**values),
+            )
+            if result.rowcount == 0:
+                return None
+            return await _load_machine(conn, instance_id, machine_id)
+
+    async def delete_machine(self, instance_id: str, machine_id: str) -> bool:
+        """Delete a machine, its scopes (both ways) and its keys."""
+        async with self._db.write() as conn:
+            if not await _lock_machine(conn, instance_id, machine_id):
+                return False
+            await conn.execute(
+                delete(machine_scopes).where(
+                    or_(
+                        machine_scopes.c.from_machine_id == machine_id,
+                        machine_scopes.c.to_machine_id == machine_id,
+                    ),
+                ),
+            )
+            await conn.execute(
+                delete(machine_secret_keys).where(machine_secret_keys.c.machine_id == machine_id),
+            )
+            await conn.execute(delete(machines).where(machines.c.id == machine_id))
+            return True
+
+    async def rotate_machine_key(
+        self,
+        instance_id: str,
+        machine_id: str,
+        key: NewSecret,
+        *,
+        now_ms: int,
+        previous_expires_at: int,
+    ) -> bool:
+        """Make ``key`` current; older live keys expire at ``previous_expires_at`` at the latest."""
+        async with self._db.write() as conn:
+            if not await _lock_machine(conn, instance_id, machine_id):
+                return False
+            # Keys whose grace is over are of no use to anyone: drop them.
+            await conn.execute(
+                delete(machine_secret_keys).where(
+                    machine_secret_keys.c.machine_id == machine_id,
+                    machine_secret_keys.c.expires_at <= now_ms,
+                ),
+            )
+            await conn.execute(
+                update(machine_secret_keys)
+                .where(
+                    machine_secret_keys.c.machine_id == machine_id,
+                    or_(
+                        machine_secret_keys.c.expires_at.is_(None),
+                        machine_secret_keys.c.expires_at > previous_expires_at,
+                    ),
+                )
+                .values(expires_at=previous_expires_at),
+            )
+            await _insert_machine_key(conn, machine_id, key, now_ms)
+            return True
+
+    async def add_scope(
+        self,
+        instance_id: str,
+        from_machine_id: str,
+        to_machine_id: str,
+        *,
+        now_ms: int,
+        limit: int,
+    ) -> tuple[ScopeOutcome, MachineScope | None]:
+        """Let ``from`` call ``to``, unless a rule says no."""
+        async with self._db.write() as conn:
+            if not await _lock_machine(conn, instance_id, from_machine_id):
+                return ScopeOutcome.FROM_MISSING, None
+            target = (
+                await conn.execute(
+                    select(machines.c.id)
+                    .where(machines.c.instance_id == instance_id, machines.c.id == to_machine_id)
+                    .with_for_update(key_share=True),
+                )
+            ).first()
+            if target is None:
+                return ScopeOutcome.TO_MISSING, None
+            pair = and_(
+                machine_scopes.c.from_machine_id == from_machine_id,
+                machine_scopes.c.to_machine_id == to_machine_id,
+            )
+            if (await conn.execute(select(machine_scopes.c.created_at).where(pair))).first():
+                return ScopeOutcome.EXISTS, None
+            count = (
+                await conn.execute(
+                    select(func.count())
+                    .select_from(machine_scopes)
+                    .where(machine_scopes.c.from_machine_id == from_machine_id),
+                )
+            ).scalar_one()
+            if count >= limit:
+                return ScopeOutcome.LIMIT_REACHED, None
+            try:
+                await conn.execute(
+                    insert(machine_scopes).values(
+                        from_machine_id=from_machine_id,
+                        to_machine_id=to_machine_id,
+                        created_at=now_ms,
+                    ),
+                )
+            except IntegrityError:  # pragma: no cover - the row lock above prevents it
+                return ScopeOutcome.EXISTS, None
+            return ScopeOutcome.DONE, MachineScope(from_machine_id, to_machine_id, now_ms)
+
+    async def remove_scope(
+        self,
+        instance_id: str,
+        from_machine_id: str,
+        to_machine_id: str,
+    ) -> ScopeOutcome:
+        """Remove a scope."""
+        async with self._db.write() as conn:
+            if not await _lock_machine(conn, instance_id, from_machine_id):
+                return ScopeOutcome.FROM_MISSING
+            result = await conn.execute(
+                delete(machine_scopes).where(
+                    machine_scopes.c.from_machine_id == from_machine_id,
+                    machine_scopes.c.to_machine_id == to_machine_id,
+                ),
+            )
+            return ScopeOutcome.DONE if result.rowcount else ScopeOutcome.ABSENT
+
+
+async def _lock_machine(conn: AsyncConnection, instance_id: str, machine_id: str) -> bool:
+    row = (
+        await conn.execute(
+            select(machines.c.id)
+            .where(machines.c.instance_id == instance_id, machines.c.id == machine_id)
+            .with_for_update(),
+        )
+    ).first()
+    return row is not None
+
+
+async def _insert_machine_key(
+    conn: AsyncConnection,
+    machine_id: str,
+    key: NewSecret,
+    now_ms: int,
+) -> None:
+    await conn.execute(
+        insert(machine_secret_keys).values(
+            digest=key.digest,
+            machine_id=machine_id,
+            sealed=key.sealed,
+            created_at=now_ms,
+            expires_at=None,
+        ),
+    )
+
+
+async def _load_machine(conn: AsyncConnection, instance_id: str, machine_id: str) -> Machine | None:
+    row = (
+        await conn.execute(
+            select(*_MACHINE_COLUMNS).where(
+                machines.c.instance_id == instance_id,
+                machines.c.id == machine_id,
+            ),
+        )
+    ).first()
+    if row is None:
+        return None
+    return (await _with_scopes(conn, [_summary(row)]))[0]
+
+
+async def _with_scopes(conn: AsyncConnection, summaries: Iterable[MachineSummary]) -> list[Machine]:
+    """Attach ``scoped_machines`` to each machine with one query for the whole page."""
+    page = list(summaries)
+    if not page:
+        return []
+    rows = await conn.execute(
+        select(machine_scopes.c.from_machine_id, *_MACHINE_COLUMNS)
+        .join(machines, machines.c.id == machine_scopes.c.to_machine_id)
+        .where(machine_scopes.c.from_machine_id.in_([m.id for m in page]))
+        .order_by(machine_scopes.c.created_at, machines.c.id),
+    )
+    scoped: dict[str, list[MachineSummary]] = {}
+    for row in rows:
+        scoped.setdefault(row.from_machine_id, []).append(_summary(row))
+    return [
+        Machine(
+            id=m.id,
+            instance_id=m.instance_id,
+            name=m.name,
+            default_token_ttl=m.default_token_ttl,
+            created_at=m.created_at,
+            updated_at=m.updated_at,
+            scoped_machines=tuple(scoped.get(m.id, ())),
+        )
+        for m in page
+    ]

@@ -1,0 +1,1 @@
+"""The HTTP layer: parse, authenticate, call a service, render. Nothing else."""

@@ -1,0 +1,46 @@
+"""Operational endpoints: liveness, readiness, metrics."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+import msgspec
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from starlette.responses import Response
+
+from gatepass_server.web.responses import Handler, json_response
+
+if TYPE_CHECKING:
+    from starlette.requests import Request
+
+__all__ = ["ROUTES"]
+
+
+class StatusBody(msgspec.Struct):
+    """``{"status": "ok"}``."""
+
+    status: str
+
+
+async def healthz(_request: Request) -> Response:
+    """The process is up."""
+    return json_response(StatusBody("ok"))
+
+
+async def readyz(request: Request) -> Response:
+    """Storage answers (503 ``service_unavailable`` otherwise)."""
+    await request.app.state.runtime.database.ping()
+    return json_response(StatusBody("ok"))
+
+
+async def metrics(request: Request) -> Response:
+    """Prometheus text format."""
+    registry = request.app.state.runtime.metrics.registry
+    return Response(generate_latest(registry), media_type=CONTENT_TYPE_LATEST)
+
+
+ROUTES: dict[str, dict[str, Handler]] = {
+    "/healthz": {"GET": healthz},
+    "/readyz": {"GET": readyz},
+    "/metrics": {"GET": metrics},
+}

@@ -1,0 +1,154 @@
+"""Wire shapes of CONTRACT.md §3 and §5, exactly; and the mapping from domain values."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+import msgspec
+
+if TYPE_CHECKING:
+    from gatepass_server.domain.machines import Machine, MachineScope, MachineSummary
+
+__all__ = [
+    "ErrorBody",
+    "ErrorsBody",
+    "MachineBody",
+    "MachineCreatedBody",
+    "MachineDeletedBody",
+    "MachineListBody",
+    "MachineScopeBody",
+    "MachineScopeDeletedBody",
+    "MachineSecretKeyBody",
+    "MachineSummaryBody",
+    "machine_body",
+    "machine_created_body",
+    "scope_body",
+]
+
+
+class MachineSummaryBody(msgspec.Struct, kw_only=True):
+    """A machine inside ``scoped_machines``: no ``scoped_machines`` of its own."""
+
+    object: str = "machine"
+    id: str
+    name: str
+    instance_id: str
+    created_at: int
+    updated_at: int
+    default_token_ttl: int
+
+
+class MachineBody(MachineSummaryBody, kw_only=True):
+    """A machine; ``scoped_machines`` is always an array (the JS SDK needs it)."""
+
+    scoped_machines: list[MachineSummaryBody]
+
+
+class MachineCreatedBody(MachineBody, kw_only=True):
+    """The create response: the only one with the plaintext key."""
+
+    secret_key: str
+
+
+class MachineListBody(msgspec.Struct):
+    """``GET /machines``."""
+
+    data: list[MachineBody]
+    total_count: int
+
+
+class MachineDeletedBody(msgspec.Struct, kw_only=True):
+    """``DELETE /machines/{id}``."""
+
+    object: str = "machine"
+    id: str
+    deleted: bool = True
+
+
+class MachineSecretKeyBody(msgspec.Struct, kw_only=True):
+    """``GET /machines/{id}/secret_key`` and rotate."""
+
+    object: str = "machine_secret_key"
+    secret: str
+
+
+class MachineScopeBody(msgspec.Struct, kw_only=True):
+    """A scope: ``from`` may call ``to``."""
+
+    object: str = "machine_scope"
+    from_machine_id: str
+    to_machine_id: str
+    created_at: int
+
+
+class MachineScopeDeletedBody(msgspec.Struct, kw_only=True):
+    """The scope delete response: ``deleted`` instead of ``created_at``."""
+
+    object: str = "machine_scope"
+    from_machine_id: str
+    to_machine_id: str
+    deleted: bool = True
+
+
+class ErrorBody(msgspec.Struct):
+    """One error; ``long_message`` always present (the Python SDK requires it)."""
+
+    message: str
+    long_message: str
+    code: str
+    meta: dict[str, str]
+
+
+class ErrorsBody(msgspec.Struct):
+    """The error envelope."""
+
+    errors: list[ErrorBody]
+    clerk_trace_id: str
+
+
+def _summary_body(machine: MachineSummary) -> MachineSummaryBody:
+    return MachineSummaryBody(
+        id=machine.id,
+        name=machine.name,
+        instance_id=machine.instance_id,
+        created_at=machine.created_at,
+        updated_at=machine.updated_at,
+        default_token_ttl=machine.default_token_ttl,
+    )
+
+
+def machine_body(machine: Machine) -> MachineBody:
+    """Render a machine with its scoped machines."""
+    return MachineBody(
+        id=machine.id,
+        name=machine.name,
+        instance_id=machine.instance_id,
+        created_at=machine.created_at,
+        updated_at=machine.updated_at,
+        default_token_ttl=machine.default_token_ttl,
+        scoped_machines=[_summary_body(m) for m in machine.scoped_machines],
+    )
+
+
+def machine_created_body(machine: Machine, secret_key: str) -> MachineCreatedBody:
+    """Render the create response."""
+    body = machine_body(machine)
+    return MachineCreatedBody(
+        id=body.id,
+        name=body.name,
+        instance_id=body.instance_id,
+        created_at=body.created_at,
+        updated_at=body.updated_at,
+        default_token_ttl=body.default_token_ttl,
+        scoped_machines=body.scoped_machines,
+        secret_key=secret_key,
+    )
+
+
+def scope_body(scope: MachineScope) -> MachineScopeBody:
+    """Render a scope."""
+    return MachineScopeBody(
+        from_machine_id=scope.from_machine_id,
+        to_machine_id=scope.to_machine_id,
+        created_at=scope.created_at,
+    )

@@ -1,0 +1,1 @@
+"""Gatepass Python SDK."""
