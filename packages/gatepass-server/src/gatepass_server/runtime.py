@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING
 from gatepass_server.config import Settings, load_master_key
 from gatepass_server.domain.clock import Clock, SystemClock
 from gatepass_server.domain.sealing import Sealer
-from gatepass_server.observability import Metrics
+from gatepass_server.observability import Metrics, logger
 from gatepass_server.services.auth import KeyAuthenticator
 from gatepass_server.services.instances import InstanceService
 from gatepass_server.services.machines import MachineService
@@ -55,7 +55,20 @@ class Runtime:
         from gatepass_server.storage.schema import upgrade  # noqa: PLC0415 - Alembic is heavy
 
         await upgrade(self.database)
-        return await self.instances.bootstrap(self.settings.bootstrap_secret_key)
+        bootstrap_key = self.settings.bootstrap_secret_key
+        done = await self.instances.bootstrap(bootstrap_key)
+        if (
+            done is None
+            and bootstrap_key is not None
+            and not await self.authenticator.authenticate(
+                bootstrap_key,
+            )
+        ):
+            logger.warning(
+                "bootstrap_key_ignored",
+                reason="GATEPASS_BOOTSTRAP_SECRET_KEY only seeds a new database",
+            )
+        return done
 
     async def close(self) -> None:
         """Release connections."""

@@ -1,0 +1,178 @@
+"""Shared fixtures: real SQLite and PostgreSQL databases, a runtime, an in-process client.
+
+Every storage-backed fixture is parametrized over both backends. PostgreSQL tests skip
+with a visible reason when no server answers, except under ``CI=true`` where they fail.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import secrets
+from typing import TYPE_CHECKING
+
+import httpx
+import pytest
+from sqlalchemy import text
+
+from gatepass_server.app import create_app
+from gatepass_server.config import Settings
+from gatepass_server.domain.clock import FixedClock
+from gatepass_server.domain.keys import SecretKind, generate_secret
+from gatepass_server.domain.sealing import encode_master_key
+from gatepass_server.runtime import Runtime
+from gatepass_server.storage.database import Database
+from gatepass_server.storage.schema import upgrade
+from gatepass_server.storage.tables import metadata
+
+if TYPE_CHECKING:
+    from collections.abc import AsyncIterator, Iterator
+    from pathlib import Path
+
+POSTGRES_ADMIN_URL = os.environ.get(
+    "GATEPASS_TEST_POSTGRES_URL",
+    "postgresql://postgres@127.0.0.1:5432/test",
+)
+START_MS = 1_754_938_436_732
+MASTER_KEY = encode_master_key(bytes(range(32)))
+
+
+def _require_or_skip(reason: str) -> None:
+    if os.environ.get("CI", "").lower() == "true":
+        pytest.fail(f"{reason} (required under CI=true)")
+    pytest.skip(reason)
+
+
+async def _postgres_reachable(url: str) -> str | None:
+    database = Database(url)
+    try:
+        await database.ping()
+    except Exception as exc:  # noqa: BLE001 - any failure means "not here"
+        return f"{type(exc).__name__}: {exc}"
+    finally:
+        await database.dispose()
+    return None
+
+
+@pytest.fixture(scope="session")
+def postgres_server_url() -> Iterator[str]:
+    """A PostgreSQL database of our own for this session (worker), dropped at the end."""
+    problem = asyncio.run(_postgres_reachable(POSTGRES_ADMIN_URL))
+    if problem is not None:
+        _require_or_skip(f"PostgreSQL at {POSTGRES_ADMIN_URL} is not reachable: {problem}")
+    name = f"gatepass_test_{os.getpid()}_{secrets.token_hex(3)}"
+
+    async def admin(statement: str) -> None:
+        database = Database(POSTGRES_ADMIN_URL)
+        try:
+            async with database.engine.connect() as conn:
+                conn = await conn.execution_options(isolation_level="AUTOCOMMIT")
+                await conn.execute(text(statement))
+        finally:
+            await database.dispose()
+
+    asyncio.run(admin(f'CREATE DATABASE "{name}"'))
+    base = POSTGRES_ADMIN_URL.rsplit("/", 1)[0]
+    url = f"{base}/{name}"
+
+    async def migrate() -> None:
+        database = Database(url)
+        try:
+            await upgrade(database)
+        finally:
+            await database.dispose()
+
+    asyncio.run(migrate())
+    yield url
+    asyncio.run(admin(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+
+
+async def _truncate(url: str) -> None:
+    database = Database(url)
+    try:
+        async with database.write() as conn:
+            names = ", ".join(t.name for t in metadata.sorted_tables)
+            await conn.execute(text(f"TRUNCATE {names}"))
+    finally:
+        await database.dispose()
+
+
+@pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
+def backend(request: pytest.FixtureRequest) -> str:
+    """The storage backend under test."""
+    return str(request.param)
+
+
+@pytest.fixture
+def backend_url(backend: str, tmp_path: Path, request: pytest.FixtureRequest) -> str:
+    """Where the backend under test lives (resolved outside any event loop)."""
+    if backend == "sqlite":
+        return f"sqlite:///{tmp_path / 'gatepass.db'}"
+    return str(request.getfixturevalue("postgres_server_url"))
+
+
+@pytest.fixture
+async def database_url(backend: str, backend_url: str) -> str:
+    """A clean database at the current schema, on the backend under test."""
+    if backend == "sqlite":
+        database = Database(backend_url)
+        try:
+            await upgrade(database)
+        finally:
+            await database.dispose()
+    else:
+        await _truncate(backend_url)
+    return backend_url
+
+
+@pytest.fixture
+def clock() -> FixedClock:
+    """The injected clock: moves only when a test says so."""
+    return FixedClock(START_MS)
+
+
+@pytest.fixture(scope="session")
+def bootstrap_key() -> str:
+    """The default instance's ``sk_`` key, known in advance."""
+    return generate_secret(SecretKind.INSTANCE_TEST)
+
+
+@pytest.fixture
+def settings(database_url: str, tmp_path: Path, bootstrap_key: str) -> Settings:
+    """Settings for one test's server."""
+    return Settings(
+        data_dir=tmp_path,
+        database_url=database_url,
+        master_key=MASTER_KEY,
+        bootstrap_secret_key=bootstrap_key,
+    ).validated()
+
+
+@pytest.fixture
+async def runtime(settings: Settings, clock: FixedClock) -> AsyncIterator[Runtime]:
+    """A prepared runtime (migrated, default instance created) on the injected clock."""
+    built = Runtime.build(settings, clock=clock)
+    await built.prepare()
+    yield built
+    await built.close()
+
+
+@pytest.fixture
+def sk(runtime: Runtime, bootstrap_key: str) -> str:
+    """The default instance's secret key."""
+    del runtime
+    return bootstrap_key
+
+
+@pytest.fixture
+async def other_sk(runtime: Runtime) -> str:
+    """The secret key of a second instance, to test isolation."""
+    return (await runtime.instances.create("other")).secret_key
+
+
+@pytest.fixture
+async def client(runtime: Runtime) -> AsyncIterator[httpx.AsyncClient]:
+    """An HTTP client talking to the app in-process."""
+    transport = httpx.ASGITransport(app=create_app(runtime))
+    async with httpx.AsyncClient(transport=transport, base_url="http://gatepass.test") as http:
+        yield http

@@ -1,0 +1,152 @@
+"""Assertions and helpers shared by the test suites (importable: ``tests`` is on the path)."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import socket
+import subprocess
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import httpx
+from sqlalchemy import select
+
+from gatepass_server.storage.tables import metadata
+
+if TYPE_CHECKING:
+    from collections.abc import Iterable, Iterator, Mapping
+
+    from gatepass_server.runtime import Runtime
+
+Snapshot = dict[str, list[tuple[Any, ...]]]
+
+
+def auth(key: str) -> dict[str, str]:
+    """The ``Authorization`` header for ``key``."""
+    return {"Authorization": f"Bearer {key}"}
+
+
+async def storage_snapshot(runtime: Runtime) -> Snapshot:
+    """Every row of every table, sorted: compare before and after a rejected request."""
+    snapshot: Snapshot = {}
+    async with runtime.database.read() as conn:
+        for table in metadata.sorted_tables:
+            rows = (await conn.execute(select(table))).all()
+            snapshot[table.name] = sorted((tuple(r) for r in rows), key=repr)
+    return snapshot
+
+
+async def assert_rejected(
+    response: httpx.Response,
+    *,
+    status: int,
+    code: str,
+    runtime: Runtime | None = None,
+    before: Snapshot | None = None,
+    not_echoed: Iterable[str] = (),
+    param_name: str | None = None,
+) -> dict[str, Any]:
+    """Check a rejection fully: status, exact content type, envelope, code, no echo, no change.
+
+    Returns the single error object for further checks.
+    """
+    assert response.status_code == status, (response.status_code, response.text)
+    assert response.headers["content-type"] == "application/json"
+    body = response.json()
+    assert set(body) == {"errors", "clerk_trace_id"}, body
+    assert len(body["errors"]) == 1
+    error = body["errors"][0]
+    assert set(error) == {"message", "long_message", "code", "meta"}, error
+    assert error["code"] == code, error
+    assert isinstance(error["message"], str)
+    assert isinstance(error["long_message"], str)
+    assert body["clerk_trace_id"] == response.headers["x-request-id"]
+    assert len(body["clerk_trace_id"]) == 32
+    if param_name is not None:
+        assert error["meta"].get("param_name") == param_name, error
+    for secret in not_echoed:
+        assert secret not in response.text
+    if before is not None:
+        assert runtime is not None, "pass the runtime to compare storage"
+        assert await storage_snapshot(runtime) == before, "a rejected request changed storage"
+    return dict(error)
+
+
+def free_port() -> int:
+    """A free TCP port on 127.0.0.1."""
+    with contextlib.closing(socket.socket(socket.AF_INET, socket.SOCK_STREAM)) as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+SERVER_BIN = Path(sys.executable).with_name("gatepass-server")
+
+
+@dataclass
+class LiveServer:
+    """A real ``gatepass-server serve`` process on 127.0.0.1, stopped by its own PID."""
+
+    env: Mapping[str, str]
+    port: int = field(default_factory=free_port)
+    process: subprocess.Popen[bytes] | None = None
+    log_path: Path | None = None
+
+    @property
+    def url(self) -> str:
+        """Base URL without ``/v1``."""
+        return f"http://127.0.0.1:{self.port}"
+
+    def start(self, log_path: Path, timeout: float = 30.0) -> None:
+        """Start and wait until ``/healthz`` answers."""
+        self.log_path = log_path
+        env = {**os.environ, **self.env, "GATEPASS_HOST": "127.0.0.1", "GATEPASS_PORT": str(self.port)}
+        with log_path.open("ab") as log:
+            self.process = subprocess.Popen(
+                [str(SERVER_BIN), "serve"],
+                env=env,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                stdin=subprocess.DEVNULL,
+            )
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.process.poll() is not None:
+                msg = f"server exited with {self.process.returncode}:\n{self.log()}"
+                raise RuntimeError(msg)
+            with contextlib.suppress(httpx.HTTPError):
+                if httpx.get(f"{self.url}/healthz", timeout=1.0).status_code == 200:
+                    return
+            time.sleep(0.05)
+        self.stop()
+        msg = f"server did not become healthy in {timeout}s:\n{self.log()}"
+        raise RuntimeError(msg)
+
+    def stop(self) -> None:
+        """Terminate the process we started (and only it)."""
+        if self.process is None or self.process.poll() is not None:
+            return
+        self.process.terminate()
+        try:
+            self.process.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            self.process.kill()
+            self.process.wait(timeout=10)
+
+    def log(self) -> str:
+        """Everything the server printed so far."""
+        return self.log_path.read_text(errors="replace") if self.log_path else ""
+
+
+@contextlib.contextmanager
+def live_server(env: Mapping[str, str], log_path: Path) -> Iterator[LiveServer]:
+    """Run a server for the duration of a ``with`` block."""
+    server = LiveServer(env=env)
+    server.start(log_path)
+    try:
+        yield server
+    finally:
+        server.stop()
