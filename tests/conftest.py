@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import os
 import secrets
+import shutil
 from typing import TYPE_CHECKING
 
 import httpx
@@ -65,8 +66,8 @@ def postgres_server_url() -> Iterator[str]:
     async def admin(statement: str) -> None:
         database = Database(POSTGRES_ADMIN_URL)
         try:
-            async with database.engine.connect() as conn:
-                conn = await conn.execution_options(isolation_level="AUTOCOMMIT")
+            async with database.engine.connect() as plain:
+                conn = await plain.execution_options(isolation_level="AUTOCOMMIT")
                 await conn.execute(text(statement))
         finally:
             await database.dispose()
@@ -111,15 +112,27 @@ def backend_url(backend: str, tmp_path: Path, request: pytest.FixtureRequest) ->
     return str(request.getfixturevalue("postgres_server_url"))
 
 
-@pytest.fixture
-async def database_url(backend: str, backend_url: str) -> str:
-    """A clean database at the current schema, on the backend under test."""
-    if backend == "sqlite":
-        database = Database(backend_url)
+@pytest.fixture(scope="session")
+def sqlite_template(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A migrated SQLite file, migrated once and copied for each test."""
+    path = tmp_path_factory.mktemp("template") / "gatepass.db"
+
+    async def migrate() -> None:
+        database = Database(f"sqlite:///{path}")
         try:
             await upgrade(database)
         finally:
             await database.dispose()
+
+    asyncio.run(migrate())
+    return path
+
+
+@pytest.fixture
+async def database_url(backend: str, backend_url: str, sqlite_template: Path) -> str:
+    """A clean database at the current schema, on the backend under test."""
+    if backend == "sqlite":
+        shutil.copyfile(sqlite_template, backend_url.removeprefix("sqlite:///"))
     else:
         await _truncate(backend_url)
     return backend_url

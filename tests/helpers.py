@@ -103,7 +103,12 @@ class LiveServer:
     def start(self, log_path: Path, timeout: float = 30.0) -> None:
         """Start and wait until ``/healthz`` answers."""
         self.log_path = log_path
-        env = {**os.environ, **self.env, "GATEPASS_HOST": "127.0.0.1", "GATEPASS_PORT": str(self.port)}
+        env = {
+            **os.environ,
+            **self.env,
+            "GATEPASS_HOST": "127.0.0.1",
+            "GATEPASS_PORT": str(self.port),
+        }
         with log_path.open("ab") as log:
             self.process = subprocess.Popen(
                 [str(SERVER_BIN), "serve"],

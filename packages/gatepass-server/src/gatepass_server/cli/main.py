@@ -64,14 +64,18 @@ app.add_typer(machines_app, name="machines")
 out = Console()
 err = Console(stderr=True)
 
+# NOTE: help text is Rich markup: "[env: X]" unescaped is taken for a style tag and vanishes
+# from --help, so every such hint is written "\\[env: X]".
 DataDir = Annotated[
     Path | None,
-    typer.Option("--data-dir", help="Data directory [env: GATEPASS_DATA_DIR]", show_default=False),
+    typer.Option(
+        "--data-dir", help="Data directory \\[env: GATEPASS_DATA_DIR]", show_default=False
+    ),
 ]
 DatabaseUrl = Annotated[
     str | None,
     typer.Option(
-        "--database-url", help="Database URL [env: GATEPASS_DATABASE_URL]", show_default=False
+        "--database-url", help="Database URL \\[env: GATEPASS_DATABASE_URL]", show_default=False
     ),
 ]
 InstanceOpt = Annotated[
@@ -129,23 +133,29 @@ def _print_json(body: Any) -> None:
 @app.command()
 def serve(
     host: Annotated[
-        str | None, typer.Option(help="[env: GATEPASS_HOST] (default 127.0.0.1)")
+        str | None, typer.Option(help="\\[env: GATEPASS_HOST] (default 127.0.0.1)")
     ] = None,
-    port: Annotated[int | None, typer.Option(help="[env: GATEPASS_PORT] (default 8080)")] = None,
-    workers: Annotated[int | None, typer.Option(help="[env: GATEPASS_WORKERS] (default 1)")] = None,
+    port: Annotated[int | None, typer.Option(help="\\[env: GATEPASS_PORT] (default 8080)")] = None,
+    workers: Annotated[
+        int | None, typer.Option(help="\\[env: GATEPASS_WORKERS] (default 1)")
+    ] = None,
     data_dir: DataDir = None,
     database_url: DatabaseUrl = None,
-    redis_url: Annotated[str | None, typer.Option(help="[env: GATEPASS_REDIS_URL]")] = None,
+    redis_url: Annotated[str | None, typer.Option(help="\\[env: GATEPASS_REDIS_URL]")] = None,
     master_key: Annotated[
         str | None,
-        typer.Option(help="base64 of 32 bytes [env: GATEPASS_MASTER_KEY]", show_default=False),
+        typer.Option(help="base64 of 32 bytes \\[env: GATEPASS_MASTER_KEY]", show_default=False),
     ] = None,
     bootstrap_secret_key: Annotated[
         str | None,
-        typer.Option(help="[env: GATEPASS_BOOTSTRAP_SECRET_KEY]", show_default=False),
+        typer.Option(help="\\[env: GATEPASS_BOOTSTRAP_SECRET_KEY]", show_default=False),
     ] = None,
     log_level: Annotated[
-        str | None, typer.Option(help="[env: GATEPASS_LOG_LEVEL] (default info)")
+        str | None, typer.Option(help="\\[env: GATEPASS_LOG_LEVEL] (default info)")
+    ] = None,
+    max_body_bytes: Annotated[
+        int | None,
+        typer.Option(help="Larger request bodies get 413 \\[env: GATEPASS_MAX_BODY_BYTES]"),
     ] = None,
 ) -> None:
     """Apply migrations, create the default instance on first start, and serve HTTP."""
@@ -163,6 +173,7 @@ def serve(
         master_key=master_key,
         bootstrap_secret_key=bootstrap_secret_key,
         log_level=log_level,
+        max_body_bytes=max_body_bytes,
     )
     configure_logging(settings.log_level)
     bootstrap = _run(settings, lambda runtime: runtime.prepare(), check=False)

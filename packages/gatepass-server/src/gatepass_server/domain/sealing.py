@@ -28,9 +28,11 @@ class SealError(Exception):
 
 def decode_master_key(text: str) -> bytes:
     """Decode a master key given as base64 (standard or URL-safe) of 32 bytes."""
-    cleaned = text.strip()
+    cleaned = text.strip().rstrip("=")
     try:
-        raw = base64.urlsafe_b64decode(cleaned.replace("+", "-").replace("/", "_") + "==")
+        # NOTE: validate=True: a non-strict decode silently drops characters outside the
+        # alphabet, so a mangled value would be accepted as some other text's key.
+        raw = base64.b64decode(cleaned + "=" * (-len(cleaned) % 4), altchars="-_", validate=True)
     except (binascii.Error, ValueError) as exc:
         raise ValueError("the master key must be base64 of 32 bytes") from exc
     if len(raw) != MASTER_KEY_BYTES:

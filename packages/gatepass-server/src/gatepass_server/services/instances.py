@@ -102,7 +102,11 @@ class InstanceService:
         """The oldest instance: what the CLI acts on unless told otherwise."""
         found = await self._store.list_instances()
         if not found:
-            raise NotFound("No instance exists yet; run `gatepass-server db upgrade` or `serve`")
+            # NOTE: `db upgrade` only migrates; the default instance comes from `serve`.
+            raise NotFound(
+                "No instance exists yet; start `gatepass-server serve` once "
+                "or run `gatepass-server instances create NAME`",
+            )
         return found[0]
 
     async def keys(self, instance_id: str) -> builtins.list[InstanceKey]:

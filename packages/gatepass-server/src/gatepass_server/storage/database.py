@@ -110,6 +110,16 @@ class Database:
         await self.engine.dispose()
 
 
+# PostgreSQL conditions that a retry can clear: serialization failure, deadlock, lock
+# timeout, statement timeout or cancel, administrator shutdown.
+_TRANSIENT_SQLSTATES: Final = frozenset({"40001", "40P01", "55P03", "57014", "57P01"})
+
+
+def _sqlstate(exc: DBAPIError) -> str | None:
+    code = getattr(exc.orig, "sqlstate", None) or getattr(exc.orig, "pgcode", None)
+    return code if isinstance(code, str) else None
+
+
 @contextlib.contextmanager
 def _unavailable_on_failure() -> Iterator[None]:
     """Turn "storage cannot be reached or is full or locked" into a 503.
@@ -121,7 +131,7 @@ def _unavailable_on_failure() -> Iterator[None]:
     except (OperationalError, InterfaceError) as exc:
         raise ServiceUnavailable(headers={"Retry-After": "1"}) from exc
     except DBAPIError as exc:
-        if exc.connection_invalidated:
+        if exc.connection_invalidated or _sqlstate(exc) in _TRANSIENT_SQLSTATES:
             raise ServiceUnavailable(headers={"Retry-After": "1"}) from exc
         raise
     except (OSError, TimeoutError) as exc:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from enum import Enum
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Final
 
 from alembic import command
 from alembic.autogenerate import compare_metadata
@@ -12,6 +12,7 @@ from alembic.config import Config
 from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
 from alembic.util.exc import CommandError
+from sqlalchemy import text
 
 from gatepass_server.errors import SchemaMismatch
 from gatepass_server.storage.tables import metadata
@@ -76,7 +77,16 @@ def _status(connection: Connection) -> SchemaStatus:
     return SchemaStatus(SchemaState.BEHIND, current, head)
 
 
+# An arbitrary constant: the advisory lock that queues migrations of one PostgreSQL database.
+_MIGRATION_LOCK: Final = 0x6761746570617373  # "gatepass"
+
+
 def _upgrade(connection: Connection) -> SchemaStatus:
+    if connection.dialect.name == "postgresql":
+        # NOTE: two nodes starting at once on an empty database both ran CREATE TABLE and
+        # all but one failed with IntegrityError. The lock is held until this transaction
+        # commits, so the others then find the schema current. (SQLite: BEGIN IMMEDIATE.)
+        connection.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": _MIGRATION_LOCK})
     status = _status(connection)
     if status.state is SchemaState.UNKNOWN:
         raise _newer_schema(status)

@@ -1,9 +1,10 @@
 """The SQL stores: one transaction per call, the same code on SQLite and PostgreSQL.
 
 Concurrency (SECURITY.md principle 9): on PostgreSQL every write that checks a rule first
-locks the machine row it is about (``FOR UPDATE``) and keeps the machines it points at
-from disappearing (``FOR KEY SHARE``), so concurrent scope adds, rotations and deletes
-run in some serial order. On SQLite, ``BEGIN IMMEDIATE`` serialises all writers.
+locks the machine rows it is about (``FOR UPDATE``, or ``FOR NO KEY UPDATE`` for the
+targets of a new machine), always in id order so that no two writers deadlock; concurrent
+scope adds, rotations and deletes therefore run in some serial order. On SQLite,
+``BEGIN IMMEDIATE`` serialises all writers.
 """
 
 from __future__ import annotations
@@ -292,6 +293,7 @@ class SqlMachineStore:
                             machines.c.instance_id == machine.instance_id,
                             machines.c.id.in_(targets),
                         )
+                        .order_by(machines.c.id)  # the lock order add_scope uses too
                         .with_for_update(key_share=True),
                     )
                 ).all()
@@ -413,16 +415,25 @@ class SqlMachineStore:
     ) -> tuple[ScopeOutcome, MachineScope | None]:
         """Let ``from`` call ``to``, unless a rule says no."""
         async with self._db.write() as conn:
-            if not await _lock_machine(conn, instance_id, from_machine_id):
+            # NOTE: both machines are locked by one statement in id order: locking `from`
+            # first and `to` second deadlocked on PostgreSQL when a→b and b→a were added at
+            # once (SECURITY.md principle 9).
+            locked = set(
+                (
+                    await conn.execute(
+                        select(machines.c.id)
+                        .where(
+                            machines.c.instance_id == instance_id,
+                            machines.c.id.in_([from_machine_id, to_machine_id]),
+                        )
+                        .order_by(machines.c.id)
+                        .with_for_update(),
+                    )
+                ).scalars(),
+            )
+            if from_machine_id not in locked:
                 return ScopeOutcome.FROM_MISSING, None
-            target = (
-                await conn.execute(
-                    select(machines.c.id)
-                    .where(machines.c.instance_id == instance_id, machines.c.id == to_machine_id)
-                    .with_for_update(key_share=True),
-                )
-            ).first()
-            if target is None:
+            if to_machine_id not in locked:
                 return ScopeOutcome.TO_MISSING, None
             pair = and_(
                 machine_scopes.c.from_machine_id == from_machine_id,

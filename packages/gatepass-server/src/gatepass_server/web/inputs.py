@@ -7,6 +7,7 @@ bodies, NaN/Infinity/1e400, huge integers, lone surrogates and NUL characters.
 from __future__ import annotations
 
 import math
+import re
 from typing import TYPE_CHECKING, Any, Final
 
 import msgspec
@@ -28,6 +29,9 @@ __all__ = ["Form", "as_integer", "query_integer", "read_json_object"]
 _decoder: Final = msgspec.json.Decoder()
 # Values outside this range do not fit a signed 64-bit column.
 _INT64_MAX: Final = 2**63 - 1
+# NOTE: ASCII decimal only, with an optional fraction for the SDKs' ``10.0``: int() and
+# float() alone would also take "1_0", " 5", Unicode digits, "1e3" and "inf".
+_QUERY_NUMBER_RE: Final = re.compile(r"[+-]?[0-9]{1,20}(?:\.[0-9]{1,12})?")
 
 
 async def read_json_object(request: Request, limit: int) -> dict[str, Any]:
@@ -57,9 +61,15 @@ async def read_json_object(request: Request, limit: int) -> dict[str, Any]:
             "Request body invalid",
             long_message="The request body must be JSON sent with Content-Type: application/json",
         )
+    # NOTE: bytes that are not UTF-8 raise UnicodeDecodeError, not msgspec.DecodeError.
     try:
         value = _decoder.decode(raw)
-    except (msgspec.DecodeError, msgspec.ValidationError, RecursionError) as exc:
+    except (
+        msgspec.DecodeError,
+        msgspec.ValidationError,
+        RecursionError,
+        UnicodeDecodeError,
+    ) as exc:
         raise RequestBodyInvalid(
             "Request body invalid",
             long_message=f"The request body is not valid JSON: {_short(exc)}",
@@ -212,14 +222,8 @@ def query_integer(
     if raw is None or raw == "":
         return default
     number: int | None = None
-    if len(raw) <= 32:  # noqa: PLR2004 - no integer we accept is longer
-        try:
-            number = as_integer(int(raw, 10))
-        except ValueError:
-            try:
-                number = as_integer(float(raw))
-            except ValueError:
-                number = None
+    if _QUERY_NUMBER_RE.fullmatch(raw):
+        number = as_integer(float(raw)) if "." in raw else as_integer(int(raw, 10))
     if number is None:
         raise FormParamError(
             "form_param_format_invalid", name, f"{name} must be an integer", status=form_status
