@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import asyncio
 import os
-import secrets
 import shutil
 from typing import TYPE_CHECKING
 
@@ -25,6 +24,7 @@ from gatepass_server.runtime import Runtime
 from gatepass_server.storage.database import Database
 from gatepass_server.storage.schema import upgrade
 from gatepass_server.storage.tables import metadata
+from helpers import throwaway_postgres_database
 
 if TYPE_CHECKING:
     from collections.abc import AsyncIterator, Iterator
@@ -57,35 +57,21 @@ async def _postgres_reachable(url: str) -> str | None:
 
 @pytest.fixture(scope="session")
 def postgres_server_url() -> Iterator[str]:
-    """A PostgreSQL database of our own for this session (worker), dropped at the end."""
+    """A migrated PostgreSQL database of our own for this session, dropped at the end."""
     problem = asyncio.run(_postgres_reachable(POSTGRES_ADMIN_URL))
     if problem is not None:
         _require_or_skip(f"PostgreSQL at {POSTGRES_ADMIN_URL} is not reachable: {problem}")
-    name = f"gatepass_test_{os.getpid()}_{secrets.token_hex(3)}"
+    with throwaway_postgres_database(POSTGRES_ADMIN_URL, "gatepass_test") as url:
 
-    async def admin(statement: str) -> None:
-        database = Database(POSTGRES_ADMIN_URL)
-        try:
-            async with database.engine.connect() as plain:
-                conn = await plain.execution_options(isolation_level="AUTOCOMMIT")
-                await conn.execute(text(statement))
-        finally:
-            await database.dispose()
+        async def migrate() -> None:
+            database = Database(url)
+            try:
+                await upgrade(database)
+            finally:
+                await database.dispose()
 
-    asyncio.run(admin(f'CREATE DATABASE "{name}"'))
-    base = POSTGRES_ADMIN_URL.rsplit("/", 1)[0]
-    url = f"{base}/{name}"
-
-    async def migrate() -> None:
-        database = Database(url)
-        try:
-            await upgrade(database)
-        finally:
-            await database.dispose()
-
-    asyncio.run(migrate())
-    yield url
-    asyncio.run(admin(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+        asyncio.run(migrate())
+        yield url
 
 
 async def _truncate(url: str) -> None:
@@ -110,6 +96,22 @@ def backend_url(backend: str, tmp_path: Path, request: pytest.FixtureRequest) ->
     if backend == "sqlite":
         return f"sqlite:///{tmp_path / 'gatepass.db'}"
     return str(request.getfixturevalue("postgres_server_url"))
+
+
+@pytest.fixture
+def empty_database_url(
+    backend: str, tmp_path: Path, request: pytest.FixtureRequest
+) -> Iterator[str]:
+    """A database of this test's own that no migration has touched, dropped afterwards.
+
+    For tests that damage or race a schema: the session's shared database stays intact.
+    """
+    if backend == "sqlite":
+        yield f"sqlite:///{tmp_path / 'empty.db'}"
+        return
+    server_url = str(request.getfixturevalue("postgres_server_url"))
+    with throwaway_postgres_database(server_url, "gatepass_empty") as url:
+        yield url
 
 
 @pytest.fixture(scope="session")
@@ -187,5 +189,17 @@ async def other_sk(runtime: Runtime) -> str:
 async def client(runtime: Runtime) -> AsyncIterator[httpx.AsyncClient]:
     """An HTTP client talking to the app in-process."""
     transport = httpx.ASGITransport(app=create_app(runtime))
-    async with httpx.AsyncClient(transport=transport, base_url="http://gatepass.test") as http:
+    async with httpx.AsyncClient(
+        transport=transport,
+        base_url="http://gatepass.test",
+        event_hooks={"response": [_never_500]},
+    ) as http:
         yield http
+
+
+async def _never_500(response: httpx.Response) -> None:
+    """A 500 is always a bug: fail the test that provoked it, whatever it asserts."""
+    if response.status_code >= 500 and response.status_code != 503:
+        await response.aread()
+        request = response.request
+        pytest.fail(f"{request.method} {request.url} -> {response.status_code}: {response.text}")

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import os
+import secrets
 import socket
 import subprocess
 import sys
@@ -13,8 +15,9 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import httpx
-from sqlalchemy import select
+from sqlalchemy import select, text
 
+from gatepass_server.storage.database import Database
 from gatepass_server.storage.tables import metadata
 
 if TYPE_CHECKING:
@@ -23,6 +26,31 @@ if TYPE_CHECKING:
     from gatepass_server.runtime import Runtime
 
 Snapshot = dict[str, list[tuple[Any, ...]]]
+
+
+async def autocommit(url: str, statement: str) -> None:
+    """Run one statement outside a transaction (``CREATE DATABASE`` needs that)."""
+    database = Database(url)
+    try:
+        async with database.engine.connect() as plain:
+            conn = await plain.execution_options(isolation_level="AUTOCOMMIT")
+            await conn.execute(text(statement))
+    finally:
+        await database.dispose()
+
+
+@contextlib.contextmanager
+def throwaway_postgres_database(server_url: str, prefix: str) -> Iterator[str]:
+    """A new, empty PostgreSQL database on the server of ``server_url``, dropped after.
+
+    Call it outside a running event loop (from a sync fixture).
+    """
+    name = f"{prefix}_{os.getpid()}_{secrets.token_hex(4)}"
+    asyncio.run(autocommit(server_url, f'CREATE DATABASE "{name}"'))
+    try:
+        yield f"{server_url.rsplit('/', 1)[0]}/{name}"
+    finally:
+        asyncio.run(autocommit(server_url, f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
 
 
 def auth(key: str) -> dict[str, str]:
@@ -155,3 +183,5 @@ def live_server(env: Mapping[str, str], log_path: Path) -> Iterator[LiveServer]:
         yield server
     finally:
         server.stop()
+    # A 500 is always a bug: the server logs each one as "unhandled_error".
+    assert '"unhandled_error"' not in server.log(), server.log()

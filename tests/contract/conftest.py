@@ -6,32 +6,19 @@ own machines (names carry a fresh tag) and never assumes what else the server ho
 
 from __future__ import annotations
 
-import asyncio
 import secrets
 from typing import TYPE_CHECKING
 
 import pytest
 from contract_support import Contract, sdk
-from sqlalchemy import text
 
 from gatepass_server.domain.sealing import encode_master_key
-from gatepass_server.storage.database import Database
-from helpers import live_server
+from helpers import live_server, throwaway_postgres_database
 
 if TYPE_CHECKING:
     from collections.abc import Iterator
 
     from clerk_backend_api import Clerk
-
-
-async def _admin(url: str, statement: str) -> None:
-    database = Database(url)
-    try:
-        async with database.engine.connect() as raw:
-            conn = await raw.execution_options(isolation_level="AUTOCOMMIT")
-            await conn.execute(text(statement))
-    finally:
-        await database.dispose()
 
 
 @pytest.fixture(
@@ -48,12 +35,8 @@ def contract_database_url(
     # NOTE: not the session's shared database: other tests truncate that one, which
     # would pull the instance out from under a server that outlives a single test.
     shared = str(request.getfixturevalue("postgres_server_url"))
-    name = f"gatepass_contract_{secrets.token_hex(4)}"
-    asyncio.run(_admin(shared, f'CREATE DATABASE "{name}"'))
-    try:
-        yield f"{shared.rsplit('/', 1)[0]}/{name}"
-    finally:
-        asyncio.run(_admin(shared, f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+    with throwaway_postgres_database(shared, "gatepass_contract") as url:
+        yield url
 
 
 @pytest.fixture(scope="session")

@@ -2,33 +2,20 @@
 
 from __future__ import annotations
 
-import asyncio
 import secrets
 from typing import TYPE_CHECKING, Any
 
 import pytest
 from cli_support import Cli
-from sqlalchemy import text
 
 from gatepass_server.cli import main
 from gatepass_server.domain.sealing import encode_master_key
-from gatepass_server.storage.database import Database
 
 if TYPE_CHECKING:
     from collections.abc import Iterator
     from pathlib import Path
 
 CLI_MASTER_KEY = encode_master_key(secrets.token_bytes(32))
-
-
-async def _admin(url: str, statement: str) -> None:
-    database = Database(url)
-    try:
-        async with database.engine.connect() as raw:
-            conn = await raw.execution_options(isolation_level="AUTOCOMMIT")
-            await conn.execute(text(statement))
-    finally:
-        await database.dispose()
 
 
 @pytest.fixture(autouse=True)
@@ -68,33 +55,12 @@ def instance(cli: Cli) -> dict[str, Any]:
 
 
 @pytest.fixture
-def scratch_database_url(
-    backend: str, tmp_path: Path, request: pytest.FixtureRequest
-) -> Iterator[str]:
-    """A database of this test's own that no migration has touched yet.
-
-    For the tests that damage a schema (drift, a future revision): the shared PostgreSQL
-    database of the session must stay intact for everyone else.
-    """
-    if backend == "sqlite":
-        yield f"sqlite:///{tmp_path / 'scratch.db'}"
-        return
-    shared = str(request.getfixturevalue("postgres_server_url"))
-    name = f"gatepass_cli_{secrets.token_hex(4)}"
-    asyncio.run(_admin(shared, f'CREATE DATABASE "{name}"'))
-    try:
-        yield f"{shared.rsplit('/', 1)[0]}/{name}"
-    finally:
-        asyncio.run(_admin(shared, f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
-
-
-@pytest.fixture
-def scratch_cli(scratch_database_url: str, tmp_path: Path) -> Cli:
+def scratch_cli(empty_database_url: str, tmp_path: Path) -> Cli:
     """The CLI on the scratch database."""
     return Cli(
         {
             "GATEPASS_DATA_DIR": str(tmp_path / "scratch-data"),
-            "GATEPASS_DATABASE_URL": scratch_database_url,
+            "GATEPASS_DATABASE_URL": empty_database_url,
             "GATEPASS_MASTER_KEY": CLI_MASTER_KEY,
         },
     )

@@ -102,15 +102,15 @@ def _inherited() -> dict[str, str]:
 
 
 def test_serve_refuses_a_schema_from_a_newer_release(
-    scratch_cli: Cli, scratch_database_url: str, tmp_path: Path
+    scratch_cli: Cli, empty_database_url: str, tmp_path: Path
 ) -> None:
     """`serve` exits non-zero, naming the revision, when alembic_version is unknown to it."""
     scratch_cli.ok("db", "upgrade")
-    execute(scratch_database_url, "UPDATE alembic_version SET version_num = '9999_future'")
+    execute(empty_database_url, "UPDATE alembic_version SET version_num = '9999_future'")
     done = _serve(
         _env(
             GATEPASS_DATA_DIR=str(tmp_path / "data"),
-            GATEPASS_DATABASE_URL=scratch_database_url,
+            GATEPASS_DATABASE_URL=empty_database_url,
             GATEPASS_PORT=str(free_port()),
         ),
     )

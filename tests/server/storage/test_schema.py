@@ -32,7 +32,7 @@ from gatepass_server.storage.schema import (
 from gatepass_server.storage.tables import instances, metadata
 
 if TYPE_CHECKING:
-    from collections.abc import AsyncIterator, Iterator
+    from collections.abc import AsyncIterator
     from pathlib import Path
 
     from starlette.types import ASGIApp, Message
@@ -40,35 +40,10 @@ if TYPE_CHECKING:
 FUTURE = "9999_future"
 
 
-async def _autocommit(url: str, statement: str) -> None:
-    database = Database(url)
-    try:
-        async with database.engine.connect() as plain:
-            conn = await plain.execution_options(isolation_level="AUTOCOMMIT")
-            await conn.execute(text(statement))
-    finally:
-        await database.dispose()
-
-
 @pytest.fixture
-def fresh_url(backend: str, tmp_path: Path, request: pytest.FixtureRequest) -> Iterator[str]:
-    """An empty database of the backend under test, never migrated, dropped afterwards."""
-    if backend == "sqlite":
-        yield f"sqlite:///{tmp_path / 'fresh.db'}"
-        return
-    server_url = str(request.getfixturevalue("postgres_server_url"))
-    name = f"gatepass_schema_{secrets.token_hex(4)}"
-    asyncio.run(_autocommit(server_url, f'CREATE DATABASE "{name}"'))
-    try:
-        yield f"{server_url.rsplit('/', 1)[0]}/{name}"
-    finally:
-        asyncio.run(_autocommit(server_url, f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
-
-
-@pytest.fixture
-async def fresh(fresh_url: str) -> AsyncIterator[Database]:
+async def fresh(empty_database_url: str) -> AsyncIterator[Database]:
     """A ``Database`` over the empty throwaway database."""
-    database = Database(fresh_url)
+    database = Database(empty_database_url)
     yield database
     await database.dispose()
 
@@ -120,7 +95,7 @@ def _runtime(url: str, tmp_path: Path) -> Runtime:
 
 
 async def test_empty_database_is_reported_and_refused(
-    fresh: Database, fresh_url: str, tmp_path: Path
+    fresh: Database, empty_database_url: str, tmp_path: Path
 ) -> None:
     """Never migrated: EMPTY, refused with the command that fixes it, and the app won't start."""
     status = await schema_status(fresh)
@@ -131,7 +106,7 @@ async def test_empty_database_is_reported_and_refused(
         await ensure_current(fresh)
     with pytest.raises(SchemaMismatch):
         await check_drift(fresh)
-    runtime = _runtime(fresh_url, tmp_path)
+    runtime = _runtime(empty_database_url, tmp_path)
     try:
         sent = await _drive_lifespan(create_app(runtime))
     finally:
@@ -175,14 +150,14 @@ asyncio.run(main())
 """
 
 
-async def test_concurrent_upgrades_from_separate_processes(fresh_url: str) -> None:
+async def test_concurrent_upgrades_from_separate_processes(empty_database_url: str) -> None:
     """Three nodes upgrading one empty database at once all start; the schema ends current."""
     children = [
         await asyncio.create_subprocess_exec(
             sys.executable,
             "-c",
             _UPGRADE_CHILD,
-            fresh_url,
+            empty_database_url,
             stdout=asyncio.subprocess.PIPE,
             stderr=asyncio.subprocess.STDOUT,
         )
@@ -199,7 +174,7 @@ async def test_concurrent_upgrades_from_separate_processes(fresh_url: str) -> No
                 child.kill()
                 await child.wait()
     assert outputs == [(0, "current\n")] * 3, outputs
-    database = Database(fresh_url)
+    database = Database(empty_database_url)
     try:
         assert (await schema_status(database)).state is SchemaState.CURRENT
         assert await check_drift(database) == []
@@ -260,11 +235,11 @@ async def test_unknown_revision_is_reported_and_refused(migrated: Database) -> N
 
 
 async def test_app_refuses_to_start_on_an_unknown_schema(
-    migrated: Database, fresh_url: str, tmp_path: Path
+    migrated: Database, empty_database_url: str, tmp_path: Path
 ) -> None:
     """Lifespan reports ``startup.failed`` (never ``complete``); ``prepare`` writes nothing."""
     await _stamp_future(migrated)
-    runtime = _runtime(fresh_url, tmp_path)
+    runtime = _runtime(empty_database_url, tmp_path)
     try:
         sent = await _drive_lifespan(create_app(runtime))
         with pytest.raises(SchemaMismatch):
@@ -278,11 +253,11 @@ async def test_app_refuses_to_start_on_an_unknown_schema(
 
 
 async def test_app_starts_on_the_current_schema(
-    migrated: Database, fresh_url: str, tmp_path: Path
+    migrated: Database, empty_database_url: str, tmp_path: Path
 ) -> None:
     """Control: on the current schema the lifespan completes startup and shutdown."""
     del migrated
-    runtime = _runtime(fresh_url, tmp_path)
+    runtime = _runtime(empty_database_url, tmp_path)
     try:
         sent = await _drive_lifespan(create_app(runtime))
     finally:

@@ -16,7 +16,8 @@ if TYPE_CHECKING:
 __all__ = ["Metrics", "configure_logging", "logger", "redact"]
 
 # Secret shapes of CONTRACT.md §1: prefix + 32 random base62 + 6 checksum characters.
-_SECRET_RE: Final = re.compile(r"\b(sk_test_|sk_live_|ak_|mt_)[0-9A-Za-z]{30,}")
+# Token ids (mt_ + 32 hex) are handles, not secrets, and stay readable.
+_SECRET_RE: Final = re.compile(r"\b(sk_test_|sk_live_|ak_|mt_)[0-9A-Za-z]{38}(?![0-9A-Za-z])")
 _REDACTED: Final = r"\1[REDACTED]"
 
 
