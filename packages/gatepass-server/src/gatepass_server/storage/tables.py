@@ -11,15 +11,18 @@ from sqlalchemy import (
     MetaData,
     String,
     Table,
+    Text,
 )
 
 __all__ = [
     "instance_keys",
     "instances",
+    "m2m_tokens",
     "machine_scopes",
     "machine_secret_keys",
     "machines",
     "metadata",
+    "signing_keys",
 ]
 
 metadata = MetaData(
@@ -85,4 +88,43 @@ machine_secret_keys = Table(
     Column("created_at", BigInteger, nullable=False),
     # NULL for the current key; set on rotation to the end of the grace period.
     Column("expires_at", BigInteger, nullable=True),
+)
+
+m2m_tokens = Table(
+    "m2m_tokens",
+    metadata,
+    Column("id", String(35), primary_key=True),  # mt_ + 32 hex: the handle, not the secret
+    Column("instance_id", String(32), ForeignKey("instances.id"), nullable=False),
+    # No foreign key: a deleted machine's tokens stay, revoked, for audit and lists.
+    Column("subject", String(32), nullable=False),
+    Column("token_format", String(8), nullable=False),
+    # Opaque tokens only: SHA-256 of the secret, and a sealed copy when minted for reuse
+    # (min_remaining_ttl_seconds) so the same secret can be handed out again.
+    Column("digest", LargeBinary(32), nullable=True, unique=True),
+    Column("sealed", LargeBinary, nullable=True),
+    Column("kid", String(64), nullable=True, index=True),  # JWT only: the signing key used
+    Column("claims", Text, nullable=True),  # canonical JSON, or NULL
+    Column("scopes", Text, nullable=False),  # canonical JSON array of machine ids
+    Column("expiration", BigInteger, nullable=False),
+    Column("revoked_at", BigInteger, nullable=True),
+    Column("revocation_reason", Text, nullable=True),
+    Column("last_used_at", BigInteger, nullable=True),
+    Column("created_at", BigInteger, nullable=False),
+    Column("updated_at", BigInteger, nullable=False),
+    Index(None, "instance_id", "subject", "created_at", "id"),
+)
+
+signing_keys = Table(
+    "signing_keys",
+    metadata,
+    Column("kid", String(64), primary_key=True),
+    Column("instance_id", String(32), ForeignKey("instances.id"), nullable=False, index=True),
+    Column("algorithm", String(8), nullable=False),
+    # The private key as PKCS#8 PEM, AES-256-GCM sealed under the master key, bound to kid.
+    Column("sealed_private_key", LargeBinary, nullable=False),
+    Column("public_jwk", Text, nullable=False),  # JSON: public members only
+    Column("created_at", BigInteger, nullable=False),
+    # NULL while the key signs; set when a newer key takes over. A retired key stays in
+    # the JWKS while any token it signed (m2m_tokens.kid) has not expired.
+    Column("retired_at", BigInteger, nullable=True),
 )
