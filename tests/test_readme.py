@@ -143,7 +143,8 @@ def test_readme_shell_examples_use_commands_and_flags_that_exist() -> None:
             if not words or not words[0].endswith("gatepass-server"):
                 continue
             positional = [w for w in words[1:] if not w.startswith("-")]
-            depth = 2 if positional and positional[0] in {"db", "instances", "machines"} else 1
+            groups = {group.name for group in app.registered_groups}
+            depth = 2 if positional and positional[0] in groups else 1
             path = positional[:depth] if words[1] != "--help" else []
             seen.add(tuple(path))
             result = runner.invoke(app, [*path, "--help"], env={"COLUMNS": "200"})

@@ -529,7 +529,7 @@ async def test_delete_cascades_scopes_both_ways_and_keys(env: Env) -> None:
     done, b_new_key = await _rotate(env, b.id, grace_seconds=3600)
     assert done
 
-    assert await env.store.delete_machine(env.instance_id, b.id)
+    assert await env.store.delete_machine(env.instance_id, b.id, now_ms=env.clock.now_ms())
 
     assert await env.store.get_machine(env.instance_id, b.id) is None
     assert await _scope_pairs(env) == {(c.id, a.id)}
@@ -551,9 +551,13 @@ async def test_delete_cascades_scopes_both_ways_and_keys(env: Env) -> None:
 async def test_delete_twice_and_unknown(env: Env) -> None:
     """The second delete, or one of an unknown id, answers ``False``."""
     machine, _ = await _create(env, "once")
-    assert await env.store.delete_machine(env.instance_id, machine.id)
-    assert not await env.store.delete_machine(env.instance_id, machine.id)
-    assert not await env.store.delete_machine(env.instance_id, UNKNOWN_ID)
+    assert await env.store.delete_machine(env.instance_id, machine.id, now_ms=env.clock.now_ms())
+    assert not await env.store.delete_machine(
+        env.instance_id, machine.id, now_ms=env.clock.now_ms()
+    )
+    assert not await env.store.delete_machine(
+        env.instance_id, UNKNOWN_ID, now_ms=env.clock.now_ms()
+    )
 
 
 # -- rotation ---------------------------------------------------------------------------
@@ -736,7 +740,7 @@ async def test_machines_of_another_instance_are_invisible(env: Env) -> None:
         await env.store.update_machine(a, foreign.id, name="x", default_token_ttl=1, now_ms=1)
         is None
     )
-    assert not await env.store.delete_machine(a, foreign.id)
+    assert not await env.store.delete_machine(a, foreign.id, now_ms=env.clock.now_ms())
     assert not (await _rotate(env, foreign.id, grace_seconds=0))[0]
     assert await _add(env, foreign.id, foreign_target.id) is ScopeOutcome.FROM_MISSING
     assert await _add(env, mine.id, foreign.id) is ScopeOutcome.TO_MISSING
@@ -863,7 +867,9 @@ async def test_delete_racing_with_scope_adds_leaves_no_dangling_scope(
         store = second_store if n % 2 else None
         adds += [_add(env, other, doomed.id, store=store), _add(env, doomed.id, other, store=store)]
     results = await _race(
-        *adds[:8], env.store.delete_machine(env.instance_id, doomed.id), *adds[8:]
+        *adds[:8],
+        env.store.delete_machine(env.instance_id, doomed.id, now_ms=env.clock.now_ms()),
+        *adds[8:],
     )
     deleted = results[8]
     outcomes = results[:8] + results[9:]
@@ -901,7 +907,7 @@ async def test_create_racing_with_delete_of_its_target(
 
     results = await _race(
         *(create(n) for n in range(3)),
-        env.store.delete_machine(env.instance_id, target.id),
+        env.store.delete_machine(env.instance_id, target.id, now_ms=env.clock.now_ms()),
         *(create(n) for n in range(3, 6)),
     )
     assert results[3] is True

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 from typing import TYPE_CHECKING
 
@@ -14,7 +15,7 @@ from gatepass_server.errors import GatepassError, MethodNotAllowed, NotFound
 from gatepass_server.observability import configure_logging
 from gatepass_server.runtime import Runtime
 from gatepass_server.storage.schema import ensure_current
-from gatepass_server.web import machines, system
+from gatepass_server.web import jwks, machines, system, tokens
 from gatepass_server.web.context import RequestContextMiddleware
 from gatepass_server.web.responses import error_response, request_id_of
 
@@ -41,7 +42,7 @@ def _route(path: str, handlers: Mapping[str, Handler]) -> Route:
 
 
 def _routes() -> list[Route]:
-    api: dict[str, Mapping[str, Handler]] = {**machines.ROUTES}
+    api: dict[str, Mapping[str, Handler]] = {**machines.ROUTES, **tokens.ROUTES, **jwks.ROUTES}
     # NOTE: every API route with and without /v1: the JS SDK omits it for some calls,
     # the Python SDK always sends it (CONTRACT.md §2).
     found = [
@@ -80,9 +81,13 @@ def create_app(runtime: Runtime, *, owns_runtime: bool = False) -> ASGIApp:
     @contextlib.asynccontextmanager
     async def lifespan(_app: Starlette) -> AsyncIterator[None]:
         await ensure_current(runtime.database)
+        writer = asyncio.create_task(runtime.tokens.run_last_used_writer())
         try:
             yield
         finally:
+            writer.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await writer
             if owns_runtime:
                 await runtime.close()
 

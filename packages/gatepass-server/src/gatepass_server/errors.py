@@ -11,6 +11,7 @@ Every error that can reach a client knows its wire ``code`` and HTTP ``status``;
     │   └── MachineKeyInvalid            machine_secret_key_invalid
     ├── AuthorizationInvalid           403 authorization_invalid
     ├── NotFound                       404 resource_not_found
+    ├── TokenInvalid                   404 token_invalid
     ├── MethodNotAllowed               405 method_not_allowed
     ├── Conflict                       409 conflict
     ├── RequestInvalid                 400
@@ -46,6 +47,7 @@ __all__ = [
     "RequestInvalid",
     "SchemaMismatch",
     "ServiceUnavailable",
+    "TokenInvalid",
     "TooManyRequests",
 ]
 
@@ -129,6 +131,16 @@ class NotFound(GatepassError):
     status = 404
     code = "resource_not_found"
     default_message = "Resource not found"
+
+
+class TokenInvalid(GatepassError):
+    """Verification failed, for whatever reason: one answer for every "no"."""
+
+    status = 404
+    code = "token_invalid"
+    default_message = "Token is invalid"
+    # NOTE: byte-identical bodies for unknown, revoked, expired, out-of-scope and
+    # other-instance tokens (SECURITY.md principle 2): never say which.
 
 
 class MethodNotAllowed(GatepassError):

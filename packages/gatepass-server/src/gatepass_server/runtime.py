@@ -12,8 +12,11 @@ from gatepass_server.observability import Metrics, logger
 from gatepass_server.services.auth import KeyAuthenticator
 from gatepass_server.services.instances import InstanceService
 from gatepass_server.services.machines import MachineService
+from gatepass_server.services.signing import SigningService
+from gatepass_server.services.tokens import TokenService
 from gatepass_server.storage.database import Database
-from gatepass_server.storage.sql import SqlInstanceStore, SqlMachineStore
+from gatepass_server.storage.signing import SqlSigningKeyStore
+from gatepass_server.storage.sql import SqlInstanceStore, SqlMachineStore, SqlTokenStore
 
 if TYPE_CHECKING:
     from gatepass_server.services.instances import Bootstrap
@@ -31,6 +34,8 @@ class Runtime:
     instances: InstanceService
     machines: MachineService
     authenticator: KeyAuthenticator
+    signing: SigningService
+    tokens: TokenService
     metrics: Metrics = field(default_factory=Metrics)
 
     @classmethod
@@ -41,6 +46,7 @@ class Runtime:
         instance_store = SqlInstanceStore(database)
         machine_store = SqlMachineStore(database)
         sealer = Sealer(load_master_key(settings))
+        signing = SigningService(SqlSigningKeyStore(database), sealer, clock)
         return cls(
             settings=settings,
             database=database,
@@ -48,6 +54,8 @@ class Runtime:
             instances=InstanceService(instance_store, clock),
             machines=MachineService(machine_store, sealer, clock),
             authenticator=KeyAuthenticator(instance_store, machine_store, clock),
+            signing=signing,
+            tokens=TokenService(SqlTokenStore(database), machine_store, signing, sealer, clock),
         )
 
     async def prepare(self) -> Bootstrap | None:

@@ -1,4 +1,4 @@
-"""``gatepass-server``: serve, manage the schema, instances and machines.
+"""``gatepass-server``: serve, manage the schema, instances, machines and signing keys.
 
 Admin commands work on the database directly (no running server needed) and print Rich
 tables, or with ``--json`` the same JSON bodies the HTTP API returns.
@@ -18,7 +18,7 @@ from rich.console import Console
 from rich.table import Table
 
 from gatepass_server.config import Settings
-from gatepass_server.domain.keys import SecretKind, generate_secret
+from gatepass_server.domain.keys import SecretKind, generate_secret, is_machine_id
 from gatepass_server.domain.machines import (
     DEFAULT_LIST_LIMIT,
     MAX_LIST_LIMIT,
@@ -29,19 +29,34 @@ from gatepass_server.domain.machines import (
     MachineListQuery,
     parse_order_by,
 )
-from gatepass_server.errors import ConfigurationError, GatepassError
+from gatepass_server.domain.tokens import (
+    DEFAULT_TOKEN_LIST_LIMIT,
+    MAX_TOKEN_LIST_LIMIT,
+    M2MToken,
+    TokenFormat,
+    VerifyFailure,
+    claims_problem,
+)
+from gatepass_server.errors import ConfigurationError, GatepassError, NotFound
 from gatepass_server.runtime import Runtime
+from gatepass_server.services.auth import InstancePrincipal, MachinePrincipal
+from gatepass_server.services.interfaces import TokenListQuery
 from gatepass_server.web.wire import (
+    M2MTokenListBody,
     MachineListBody,
     MachineScopeBody,
     MachineSecretKeyBody,
     machine_body,
     machine_created_body,
     scope_body,
+    token_body,
+    token_created_body,
 )
 
 if TYPE_CHECKING:
     from collections.abc import Awaitable, Callable
+
+    from gatepass_server.services.tokens import CreatedToken
 
 __all__ = ["app", "main"]
 
@@ -57,9 +72,15 @@ app = typer.Typer(
 db_app = typer.Typer(help="Database schema: apply and check migrations.", no_args_is_help=True)
 instances_app = typer.Typer(help="Instances (tenants) and their sk_ keys.", no_args_is_help=True)
 machines_app = typer.Typer(help="Machines, their secret keys and scopes.", no_args_is_help=True)
+keys_app = typer.Typer(help="Signing keys of JWT-format M2M tokens.", no_args_is_help=True)
 app.add_typer(db_app, name="db")
 app.add_typer(instances_app, name="instances")
 app.add_typer(machines_app, name="machines")
+tokens_app = typer.Typer(
+    help="M2M tokens: mint, list, inspect, verify, revoke.", no_args_is_help=True
+)
+app.add_typer(keys_app, name="keys")
+app.add_typer(tokens_app, name="tokens")
 
 out = Console()
 err = Console(stderr=True)
@@ -559,3 +580,191 @@ def machines_scope_remove(
         )
     else:
         out.print(f"{machine_id} may no longer call {to_machine_id}.")
+
+
+# -- keys ---------------------------------------------------------------------------------
+
+
+@keys_app.command("rotate-signing")
+def keys_rotate_signing(
+    instance: InstanceOpt = None,
+    data_dir: DataDir = None,
+    database_url: DatabaseUrl = None,
+    json: JsonOpt = False,
+) -> None:
+    """Make a new JWT signing key active; the old one stays in the JWKS while its tokens live."""
+
+    async def action(r: Runtime) -> tuple[str, str]:
+        instance_id = await _instance(r, instance)
+        return instance_id, await r.signing.rotate(instance_id)
+
+    instance_id, kid = _run(_settings(data_dir=data_dir, database_url=database_url), action)
+    if json:
+        _print_json({"instance_id": instance_id, "kid": kid})
+    else:
+        sys.stdout.write(kid + "\n")
+
+
+# -- tokens -------------------------------------------------------------------------------
+
+
+def _token_table(tokens: list[M2MToken], now_ms: int) -> Table:
+    table = Table("id", "subject", "format", "scopes", "expiration", "state")
+    for t in tokens:
+        state = "revoked" if t.revoked else "expired" if t.expired(now_ms) else "live"
+        table.add_row(
+            t.id,
+            t.subject,
+            t.token_format.value,
+            " ".join(t.scopes) or "-",
+            str(t.expiration),
+            state,
+        )
+    return table
+
+
+def _show_token(runtime_now: int, token: M2MToken, *, json: bool) -> None:
+    if json:
+        _print_json(token_body(token, runtime_now))
+    else:
+        out.print(_token_table([token], runtime_now))
+
+
+@tokens_app.command("create")
+def tokens_create(
+    machine_id: Annotated[str, typer.Argument(help="The machine the token is minted for")],
+    jwt: Annotated[
+        bool, typer.Option("--jwt", help="Mint a JWT instead of an opaque token")
+    ] = False,
+    seconds: Annotated[
+        float | None,
+        typer.Option(
+            help="Lifetime in seconds (default: the machine's default_token_ttl)", min=0.001
+        ),
+    ] = None,
+    claims: Annotated[str | None, typer.Option(help="Custom claims as a JSON object")] = None,
+    instance: InstanceOpt = None,
+    data_dir: DataDir = None,
+    database_url: DatabaseUrl = None,
+    json: JsonOpt = False,
+) -> None:
+    """Mint a token for a machine, as that machine would; the token is printed once."""
+    parsed: dict[str, Any] | None = None
+    if claims is not None:
+        try:
+            parsed = msgspec.json.decode(claims)
+        except msgspec.DecodeError:
+            raise _fail("--claims must be a JSON object") from None
+        if not isinstance(parsed, dict):
+            raise _fail("--claims must be a JSON object")
+        if (problem := claims_problem(parsed)) is not None:
+            raise _fail(problem[1])
+
+    async def action(r: Runtime) -> tuple[CreatedToken, int]:
+        caller = MachinePrincipal(await _instance(r, instance), machine_id)
+        if (
+            not is_machine_id(machine_id)
+            or await r.machines.get(caller.instance_id, machine_id) is None
+        ):
+            raise NotFound("Machine not found")
+        created = await r.tokens.create(
+            caller,
+            token_format=TokenFormat.JWT if jwt else TokenFormat.OPAQUE,
+            seconds_until_expiration=seconds,
+            claims=parsed,
+            min_remaining_ttl_seconds=None,
+        )
+        return created, r.clock.now_ms()
+
+    created, now = _run(_settings(data_dir=data_dir, database_url=database_url), action)
+    if json:
+        _print_json(token_created_body(created.token, created.secret, now))
+        return
+    out.print(_token_table([created.token], now))
+    out.print(f"Token (shown once): {created.secret}", highlight=False)
+
+
+@tokens_app.command("list")
+def tokens_list(
+    subject: Annotated[str, typer.Argument(help="The machine whose tokens to list")],
+    revoked: Annotated[bool, typer.Option("--revoked", help="Include revoked tokens")] = False,
+    expired: Annotated[bool, typer.Option("--expired", help="Include expired tokens")] = False,
+    limit: Annotated[int, typer.Option(min=1, max=MAX_TOKEN_LIST_LIMIT)] = DEFAULT_TOKEN_LIST_LIMIT,
+    offset: Annotated[int, typer.Option(min=0)] = 0,
+    instance: InstanceOpt = None,
+    data_dir: DataDir = None,
+    database_url: DatabaseUrl = None,
+    json: JsonOpt = False,
+) -> None:
+    """List a machine's tokens, newest first."""
+    query = TokenListQuery(subject, revoked, expired, limit, offset)
+
+    async def action(r: Runtime) -> tuple[list[M2MToken], int, int]:
+        found, total = await r.tokens.list(InstancePrincipal(await _instance(r, instance)), query)
+        return found, total, r.clock.now_ms()
+
+    found, total, now = _run(_settings(data_dir=data_dir, database_url=database_url), action)
+    if json:
+        _print_json(M2MTokenListBody([token_body(t, now) for t in found], total))
+        return
+    out.print(_token_table(found, now))
+    out.print(f"{len(found)} of {total}")
+
+
+@tokens_app.command("get")
+def tokens_get(
+    token_id: Annotated[str, typer.Argument(help="mt_… token id")],
+    instance: InstanceOpt = None,
+    data_dir: DataDir = None,
+    database_url: DatabaseUrl = None,
+    json: JsonOpt = False,
+) -> None:
+    """Show one token's record."""
+
+    async def action(r: Runtime) -> tuple[M2MToken, int]:
+        caller = InstancePrincipal(await _instance(r, instance))
+        return await r.tokens.get(caller, token_id), r.clock.now_ms()
+
+    token, now = _run(_settings(data_dir=data_dir, database_url=database_url), action)
+    _show_token(now, token, json=json)
+
+
+@tokens_app.command("verify")
+def tokens_verify(
+    token: Annotated[str, typer.Argument(help="The bearer token (opaque mt_… or JWT)")],
+    instance: InstanceOpt = None,
+    data_dir: DataDir = None,
+    database_url: DatabaseUrl = None,
+    json: JsonOpt = False,
+) -> None:
+    """Verify a token as the instance would; exit 1 with the reason when it is not valid."""
+
+    async def action(r: Runtime) -> tuple[M2MToken | None, VerifyFailure | None, int]:
+        caller = InstancePrincipal(await _instance(r, instance))
+        found, failure = await r.tokens.check(caller, token)
+        return found, failure, r.clock.now_ms()
+
+    found, failure, now = _run(_settings(data_dir=data_dir, database_url=database_url), action)
+    if failure is not None or found is None:
+        reason = (failure or VerifyFailure.UNKNOWN).value
+        raise _fail(f"token is not valid: {reason}")
+    _show_token(now, found, json=json)
+
+
+@tokens_app.command("revoke")
+def tokens_revoke(
+    token_id: Annotated[str, typer.Argument(help="mt_… token id")],
+    reason: Annotated[str | None, typer.Option(help="Why (kept from the first revocation)")] = None,
+    instance: InstanceOpt = None,
+    data_dir: DataDir = None,
+    database_url: DatabaseUrl = None,
+    json: JsonOpt = False,
+) -> None:
+    """Revoke a token (opaque or JWT) by id."""
+
+    async def action(r: Runtime) -> tuple[M2MToken, int]:
+        caller = InstancePrincipal(await _instance(r, instance))
+        return await r.tokens.revoke(caller, token_id, reason), r.clock.now_ms()
+
+    token, now = _run(_settings(data_dir=data_dir, database_url=database_url), action)
+    _show_token(now, token, json=json)

@@ -23,6 +23,7 @@ __all__ = [
     "digest",
     "generate_secret",
     "is_machine_id",
+    "is_token_id",
     "is_well_formed",
     "kind_of",
     "new_instance_id",
@@ -130,3 +131,11 @@ _ID_RE: Final = re.compile(r"[0-9A-Za-z]{%d}" % ID_BODY_LENGTH)  # noqa: UP031 -
 def is_machine_id(value: str) -> bool:
     """Whether ``value`` has the shape of a machine id (``mch_`` + 27 base62)."""
     return value.startswith("mch_") and _ID_RE.fullmatch(value, 4) is not None
+
+
+_TOKEN_ID_RE: Final = re.compile(r"mt_[0-9a-f]{32}")
+
+
+def is_token_id(value: str) -> bool:
+    """Whether ``value`` has the shape of a token id (``mt_`` + 32 lowercase hex)."""
+    return _TOKEN_ID_RE.fullmatch(value) is not None

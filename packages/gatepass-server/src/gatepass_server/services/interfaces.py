@@ -16,6 +16,7 @@ if TYPE_CHECKING:
         MachineScope,
         MachineSummary,
     )
+    from gatepass_server.domain.tokens import M2MToken
 
 __all__ = [
     "InstanceStore",
@@ -23,6 +24,8 @@ __all__ = [
     "MachineStore",
     "NewSecret",
     "ScopeOutcome",
+    "TokenListQuery",
+    "TokenStore",
 ]
 
 
@@ -124,8 +127,8 @@ class MachineStore(Protocol):
         """Change the given fields; ``None`` if there is no such machine."""
         ...
 
-    async def delete_machine(self, instance_id: str, machine_id: str) -> bool:
-        """Delete a machine, its scopes (both ways) and its keys."""
+    async def delete_machine(self, instance_id: str, machine_id: str, *, now_ms: int) -> bool:
+        """Delete a machine, its scopes (both ways) and keys; revoke its live tokens."""
         ...
 
     async def current_sealed_key(self, instance_id: str, machine_id: str) -> bytes | None:
@@ -167,4 +170,82 @@ class MachineStore(Protocol):
 
     async def find_machine_by_key(self, digest: bytes, now_ms: int) -> MachineKeyOwner | None:
         """The machine a live ``ak_`` key with this digest belongs to."""
+        ...
+
+
+@dataclass(frozen=True, slots=True)
+class TokenListQuery:
+    """``GET /m2m_tokens``: one subject, include-filters, a page, newest first."""
+
+    subject: str
+    include_revoked: bool
+    include_expired: bool
+    limit: int
+    offset: int
+
+
+class TokenStore(Protocol):
+    """M2M token records, each call one transaction."""
+
+    async def insert_token(
+        self,
+        token: M2MToken,
+        *,
+        digest: bytes | None,
+        sealed: bytes | None,
+        kid: str | None,
+    ) -> None:
+        """Store a new token (committed before the caller returns it)."""
+        ...
+
+    async def token_by_digest(self, digest: bytes) -> M2MToken | None:
+        """The opaque token with this secret digest, in any instance."""
+        ...
+
+    async def get_token(self, instance_id: str, token_id: str) -> M2MToken | None:
+        """One token of an instance."""
+        ...
+
+    async def list_tokens(
+        self,
+        instance_id: str,
+        query: TokenListQuery,
+        now_ms: int,
+    ) -> tuple[list[M2MToken], int]:
+        """A page of tokens and the total matching."""
+        ...
+
+    async def revoke_token(
+        self,
+        instance_id: str,
+        token_id: str,
+        *,
+        reason: str | None,
+        now_ms: int,
+    ) -> M2MToken | None:
+        """Revoke once (a second revoke keeps the first reason); ``None`` if unknown."""
+        ...
+
+    async def reusable_token(
+        self,
+        instance_id: str,
+        subject: str,
+        *,
+        claims: str | None,
+        scopes: str,
+        live_until: int,
+    ) -> tuple[M2MToken, bytes] | None:
+        """A reusable live opaque token with these claims and scopes, and its sealed secret.
+
+        Only tokens minted with ``min_remaining_ttl_seconds`` keep a sealed copy, and only
+        those lasting past ``live_until`` qualify.
+        """
+        ...
+
+    async def scope_exists(self, from_machine_id: str, to_machine_id: str) -> bool:
+        """Whether ``from`` may still call ``to``."""
+        ...
+
+    async def record_last_used(self, used: dict[str, int]) -> None:
+        """Advance ``last_used_at`` of many tokens in one write."""
         ...

@@ -115,9 +115,13 @@ class MachineService:
         return machine
 
     async def delete(self, instance_id: str, machine_id: str) -> None:
-        """Delete a machine with its scopes both ways; its keys stop working at once."""
+        """Delete a machine with its scopes both ways; its keys and tokens stop working at once."""
         _require_machine_id(machine_id)
-        if not await self._store.delete_machine(instance_id, machine_id):
+        if not await self._store.delete_machine(
+            instance_id,
+            machine_id,
+            now_ms=self._clock.now_ms(),
+        ):
             raise NotFound("Machine not found")
 
     async def secret_key(self, instance_id: str, machine_id: str) -> str:

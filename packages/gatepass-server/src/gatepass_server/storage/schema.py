@@ -81,7 +81,7 @@ def _status(connection: Connection) -> SchemaStatus:
 _MIGRATION_LOCK: Final = 0x6761746570617373  # "gatepass"
 
 
-def _upgrade(connection: Connection) -> SchemaStatus:
+def _upgrade(connection: Connection, revision: str = "head") -> SchemaStatus:
     if connection.dialect.name == "postgresql":
         # NOTE: two nodes starting at once on an empty database both ran CREATE TABLE and
         # all but one failed with IntegrityError. The lock is held until this transaction
@@ -92,7 +92,7 @@ def _upgrade(connection: Connection) -> SchemaStatus:
         raise _newer_schema(status)
     config = _config()
     config.attributes["connection"] = connection
-    command.upgrade(config, "head")
+    command.upgrade(config, revision)
     return _status(connection)
 
 
@@ -109,10 +109,10 @@ async def schema_status(database: Database) -> SchemaStatus:
         return await conn.run_sync(_status)
 
 
-async def upgrade(database: Database) -> SchemaStatus:
-    """Apply every pending migration; refuse a schema newer than this release."""
+async def upgrade(database: Database, revision: str = "head") -> SchemaStatus:
+    """Migrate up to ``revision`` (default: all); refuse a schema newer than this release."""
     async with database.write() as conn:
-        return await conn.run_sync(_upgrade)
+        return await conn.run_sync(_upgrade, revision)
 
 
 async def ensure_current(database: Database) -> None:

@@ -9,6 +9,7 @@ scope adds, rotations and deletes therefore run in some serial order. On SQLite,
 
 from __future__ import annotations
 
+import json
 from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import and_, delete, func, insert, or_, select, update
@@ -22,10 +23,17 @@ from gatepass_server.domain.machines import (
     MachineSummary,
     OrderField,
 )
-from gatepass_server.services.interfaces import MachineKeyOwner, NewSecret, ScopeOutcome
+from gatepass_server.domain.tokens import MACHINE_DELETED, M2MToken, TokenFormat, canonical_json
+from gatepass_server.services.interfaces import (
+    MachineKeyOwner,
+    NewSecret,
+    ScopeOutcome,
+    TokenListQuery,
+)
 from gatepass_server.storage.tables import (
     instance_keys,
     instances,
+    m2m_tokens,
     machine_scopes,
     machine_secret_keys,
     machines,
@@ -39,7 +47,7 @@ if TYPE_CHECKING:
 
     from gatepass_server.storage.database import Database
 
-__all__ = ["SqlInstanceStore", "SqlMachineStore"]
+__all__ = ["SqlInstanceStore", "SqlMachineStore", "SqlTokenStore"]
 
 _MACHINE_COLUMNS = (
     machines.c.id,
@@ -351,11 +359,20 @@ class SqlMachineStore:
                 return None
             return await _load_machine(conn, instance_id, machine_id)
 
-    async def delete_machine(self, instance_id: str, machine_id: str) -> bool:
-        """Delete a machine, its scopes (both ways) and its keys."""
+    async def delete_machine(self, instance_id: str, machine_id: str, *, now_ms: int) -> bool:
+        """Delete a machine, its scopes (both ways) and keys; revoke its live tokens."""
         async with self._db.write() as conn:
             if not await _lock_machine(conn, instance_id, machine_id):
                 return False
+            await conn.execute(
+                update(m2m_tokens)
+                .where(
+                    m2m_tokens.c.instance_id == instance_id,
+                    m2m_tokens.c.subject == machine_id,
+                    m2m_tokens.c.revoked_at.is_(None),
+                )
+                .values(revoked_at=now_ms, revocation_reason=MACHINE_DELETED, updated_at=now_ms),
+            )
             await conn.execute(
                 delete(machine_scopes).where(
                     or_(
@@ -549,3 +566,215 @@ async def _with_scopes(conn: AsyncConnection, summaries: Iterable[MachineSummary
         )
         for m in page
     ]
+
+
+_TOKEN_COLUMNS = (
+    m2m_tokens.c.id,
+    m2m_tokens.c.instance_id,
+    m2m_tokens.c.subject,
+    m2m_tokens.c.token_format,
+    m2m_tokens.c.claims,
+    m2m_tokens.c.scopes,
+    m2m_tokens.c.expiration,
+    m2m_tokens.c.revoked_at,
+    m2m_tokens.c.revocation_reason,
+    m2m_tokens.c.last_used_at,
+    m2m_tokens.c.created_at,
+    m2m_tokens.c.updated_at,
+)
+
+
+def _token(row: Any) -> M2MToken:  # a Row of _TOKEN_COLUMNS
+    return M2MToken(
+        id=row.id,
+        instance_id=row.instance_id,
+        subject=row.subject,
+        token_format=TokenFormat(row.token_format),
+        claims=None if row.claims is None else json.loads(row.claims),
+        scopes=tuple(json.loads(row.scopes)),
+        expiration=row.expiration,
+        revoked_at=row.revoked_at,
+        revocation_reason=row.revocation_reason,
+        last_used_at=row.last_used_at,
+        created_at=row.created_at,
+        updated_at=row.updated_at,
+    )
+
+
+class SqlTokenStore:
+    """M2M token records."""
+
+    def __init__(self, database: Database) -> None:
+        self._db = database
+
+    async def insert_token(
+        self,
+        token: M2MToken,
+        *,
+        digest: bytes | None,
+        sealed: bytes | None,
+        kid: str | None,
+    ) -> None:
+        """Store a new token; committed when this returns."""
+        async with self._db.write() as conn:
+            await conn.execute(
+                insert(m2m_tokens).values(
+                    id=token.id,
+                    instance_id=token.instance_id,
+                    subject=token.subject,
+                    token_format=token.token_format.value,
+                    digest=digest,
+                    sealed=sealed,
+                    kid=kid,
+                    claims=None if token.claims is None else canonical_json(token.claims),
+                    scopes=canonical_json(list(token.scopes)),
+                    expiration=token.expiration,
+                    revoked_at=None,
+                    revocation_reason=None,
+                    last_used_at=None,
+                    created_at=token.created_at,
+                    updated_at=token.updated_at,
+                ),
+            )
+
+    async def token_by_digest(self, digest: bytes) -> M2MToken | None:
+        """The opaque token with this secret digest, in any instance."""
+        async with self._db.read() as conn:
+            row = (
+                await conn.execute(select(*_TOKEN_COLUMNS).where(m2m_tokens.c.digest == digest))
+            ).first()
+        return None if row is None else _token(row)
+
+    async def get_token(self, instance_id: str, token_id: str) -> M2MToken | None:
+        """One token of an instance."""
+        async with self._db.read() as conn:
+            row = (
+                await conn.execute(
+                    select(*_TOKEN_COLUMNS).where(
+                        m2m_tokens.c.instance_id == instance_id,
+                        m2m_tokens.c.id == token_id,
+                    ),
+                )
+            ).first()
+        return None if row is None else _token(row)
+
+    async def list_tokens(
+        self,
+        instance_id: str,
+        query: TokenListQuery,
+        now_ms: int,
+    ) -> tuple[list[M2MToken], int]:
+        """A page of one subject's tokens, newest first, and the total matching."""
+        # NOTE: JWT-format tokens are not listed (CONTRACT.md §4; the Python SDK's
+        # list_tokens: "Only tokens created with the opaque token format are returned").
+        where: list[ColumnElement[bool]] = [
+            m2m_tokens.c.instance_id == instance_id,
+            m2m_tokens.c.subject == query.subject,
+            m2m_tokens.c.token_format == TokenFormat.OPAQUE.value,
+        ]
+        if not query.include_revoked:
+            where.append(m2m_tokens.c.revoked_at.is_(None))
+        if not query.include_expired:
+            where.append(m2m_tokens.c.expiration > now_ms)
+        async with self._db.read() as conn:
+            total = (
+                await conn.execute(select(func.count()).select_from(m2m_tokens).where(*where))
+            ).scalar_one()
+            rows = await conn.execute(
+                select(*_TOKEN_COLUMNS)
+                .where(*where)
+                .order_by(m2m_tokens.c.created_at.desc(), m2m_tokens.c.id.desc())
+                .limit(query.limit)
+                .offset(query.offset),
+            )
+            return [_token(r) for r in rows], total
+
+    async def revoke_token(
+        self,
+        instance_id: str,
+        token_id: str,
+        *,
+        reason: str | None,
+        now_ms: int,
+    ) -> M2MToken | None:
+        """Revoke once; a second revoke keeps the first time and reason."""
+        async with self._db.write() as conn:
+            await conn.execute(
+                update(m2m_tokens)
+                .where(
+                    m2m_tokens.c.instance_id == instance_id,
+                    m2m_tokens.c.id == token_id,
+                    m2m_tokens.c.revoked_at.is_(None),
+                )
+                .values(revoked_at=now_ms, revocation_reason=reason, updated_at=now_ms),
+            )
+            row = (
+                await conn.execute(
+                    select(*_TOKEN_COLUMNS).where(
+                        m2m_tokens.c.instance_id == instance_id,
+                        m2m_tokens.c.id == token_id,
+                    ),
+                )
+            ).first()
+        return None if row is None else _token(row)
+
+    async def reusable_token(
+        self,
+        instance_id: str,
+        subject: str,
+        *,
+        claims: str | None,
+        scopes: str,
+        live_until: int,
+    ) -> tuple[M2MToken, bytes] | None:
+        """The longest-lived reusable opaque token with these claims and scopes."""
+        same_claims = (
+            m2m_tokens.c.claims.is_(None) if claims is None else m2m_tokens.c.claims == claims
+        )
+        async with self._db.read() as conn:
+            row = (
+                await conn.execute(
+                    select(*_TOKEN_COLUMNS, m2m_tokens.c.sealed)
+                    .where(
+                        m2m_tokens.c.instance_id == instance_id,
+                        m2m_tokens.c.subject == subject,
+                        m2m_tokens.c.token_format == TokenFormat.OPAQUE.value,
+                        m2m_tokens.c.sealed.is_not(None),
+                        m2m_tokens.c.revoked_at.is_(None),
+                        m2m_tokens.c.expiration > live_until,
+                        m2m_tokens.c.scopes == scopes,
+                        same_claims,
+                    )
+                    .order_by(m2m_tokens.c.expiration.desc())
+                    .limit(1),
+                )
+            ).first()
+        return None if row is None else (_token(row), row.sealed)
+
+    async def scope_exists(self, from_machine_id: str, to_machine_id: str) -> bool:
+        """Whether ``from`` may still call ``to``."""
+        async with self._db.read() as conn:
+            row = (
+                await conn.execute(
+                    select(machine_scopes.c.created_at).where(
+                        machine_scopes.c.from_machine_id == from_machine_id,
+                        machine_scopes.c.to_machine_id == to_machine_id,
+                    ),
+                )
+            ).first()
+        return row is not None
+
+    async def record_last_used(self, used: dict[str, int]) -> None:
+        """Advance ``last_used_at`` (never backwards) of many tokens in one transaction."""
+        if not used:
+            return
+        async with self._db.write() as conn:
+            for token_id, at in sorted(used.items()):
+                await conn.execute(
+                    update(m2m_tokens)
+                    .where(
+                        m2m_tokens.c.id == token_id,
+                        or_(m2m_tokens.c.last_used_at.is_(None), m2m_tokens.c.last_used_at < at),
+                    )
+                    .values(last_used_at=at),
+                )

@@ -15,6 +15,7 @@ import msgspec
 from gatepass_server.domain.text import text_problem
 from gatepass_server.errors import (
     FormParamError,
+    MissingQueryParameter,
     RequestBodyInvalid,
     RequestBodyTooLarge,
 )
@@ -24,7 +25,14 @@ if TYPE_CHECKING:
 
     from starlette.requests import Request
 
-__all__ = ["Form", "as_integer", "query_integer", "read_json_object"]
+__all__ = [
+    "Form",
+    "as_integer",
+    "query_boolean",
+    "query_integer",
+    "read_json_object",
+    "require_query",
+]
 
 _decoder: Final = msgspec.json.Decoder()
 # Values outside this range do not fit a signed 64-bit column.
@@ -172,6 +180,43 @@ class Form:
             )
         return number
 
+    def number(self, name: str, *, maximum: float) -> float | None:
+        """A finite number in ``(0, maximum]``; ``None`` when absent or null."""
+        value = self._value(name, required=False)
+        if value is None:
+            return None
+        if isinstance(value, bool) or not isinstance(value, int | float):
+            raise self._error("form_param_format_invalid", name, f"{name} must be a number")
+        # NOTE: an int is compared as an int: math.isfinite(10**400) raises OverflowError.
+        finite = isinstance(value, int) or math.isfinite(value)
+        if not (finite and 0 < value <= maximum):
+            raise self._error(
+                "form_param_value_invalid",
+                name,
+                f"{name} must be greater than 0 and at most {maximum:g}",
+            )
+        return float(value)
+
+    def json_object(self, name: str) -> dict[str, Any] | None:
+        """A JSON object; ``None`` when absent or null."""
+        value = self._value(name, required=False)
+        if value is None:
+            return None
+        if not isinstance(value, dict):
+            raise self._error("form_param_format_invalid", name, f"{name} must be a JSON object")
+        return value
+
+    def choice(self, name: str, choices: Collection[str]) -> str | None:
+        """One of ``choices``; ``None`` when absent or null."""
+        value = self.string(name, max_length=64)
+        if value is not None and value not in choices:
+            raise self._error(
+                "form_param_value_invalid",
+                name,
+                f"{name} must be one of {', '.join(sorted(choices))}",
+            )
+        return value
+
     def string_list(self, name: str, *, max_items: int, max_length: int = 64) -> list[str] | None:
         """An array of at most ``max_items`` non-blank strings."""
         value = self._value(name, required=False)
@@ -236,3 +281,29 @@ def query_integer(
             status=form_status,
         )
     return number
+
+
+def query_boolean(form_status: int, params: Mapping[str, str], name: str) -> bool:
+    """``true``/``false`` (or ``1``/``0``); absent is false (the JS SDK omits false)."""
+    raw = params.get(name)
+    if raw is None or raw == "":
+        return False
+    value = raw.lower()
+    if value in {"true", "1"}:
+        return True
+    if value in {"false", "0"}:
+        return False
+    raise FormParamError(
+        "form_param_format_invalid",
+        name,
+        f"{name} must be true or false",
+        status=form_status,
+    )
+
+
+def require_query(params: Mapping[str, str], name: str) -> str:
+    """A required query parameter, or 400 ``missing_query_parameter``."""
+    value = params.get(name)
+    if not value:
+        raise MissingQueryParameter(f"{name} is required", meta={"param_name": name})
+    return value

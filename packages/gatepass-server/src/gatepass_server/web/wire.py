@@ -2,16 +2,20 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import msgspec
 
 if TYPE_CHECKING:
     from gatepass_server.domain.machines import Machine, MachineScope, MachineSummary
+    from gatepass_server.domain.tokens import M2MToken
 
 __all__ = [
     "ErrorBody",
     "ErrorsBody",
+    "M2MTokenBody",
+    "M2MTokenCreatedBody",
+    "M2MTokenListBody",
     "MachineBody",
     "MachineCreatedBody",
     "MachineDeletedBody",
@@ -23,6 +27,8 @@ __all__ = [
     "machine_body",
     "machine_created_body",
     "scope_body",
+    "token_body",
+    "token_created_body",
 ]
 
 
@@ -90,6 +96,36 @@ class MachineScopeDeletedBody(msgspec.Struct, kw_only=True):
     deleted: bool = True
 
 
+class M2MTokenBody(msgspec.Struct, kw_only=True):
+    """An M2M token: every key always present, ``null`` included (the Python SDK needs it)."""
+
+    object: str = "machine_to_machine_token"
+    id: str
+    subject: str
+    claims: dict[str, Any] | None
+    scopes: list[str]
+    revoked: bool
+    revocation_reason: str | None
+    expired: bool
+    expiration: int | None
+    last_used_at: int | None
+    created_at: int
+    updated_at: int
+
+
+class M2MTokenCreatedBody(M2MTokenBody, kw_only=True):
+    """The create response: the only one carrying the bearer ``token``."""
+
+    token: str
+
+
+class M2MTokenListBody(msgspec.Struct):
+    """``GET /m2m_tokens``."""
+
+    m2m_tokens: list[M2MTokenBody]
+    total_count: int
+
+
 class ErrorBody(msgspec.Struct):
     """One error; ``long_message`` always present (the Python SDK requires it)."""
 
@@ -133,16 +169,30 @@ def machine_body(machine: Machine) -> MachineBody:
 def machine_created_body(machine: Machine, secret_key: str) -> MachineCreatedBody:
     """Render the create response."""
     body = machine_body(machine)
-    return MachineCreatedBody(
-        id=body.id,
-        name=body.name,
-        instance_id=body.instance_id,
-        created_at=body.created_at,
-        updated_at=body.updated_at,
-        default_token_ttl=body.default_token_ttl,
-        scoped_machines=body.scoped_machines,
-        secret_key=secret_key,
+    return MachineCreatedBody(**msgspec.structs.asdict(body), secret_key=secret_key)
+
+
+def token_body(token: M2MToken, now_ms: int) -> M2MTokenBody:
+    """Render a token as of ``now_ms``."""
+    return M2MTokenBody(
+        id=token.id,
+        subject=token.subject,
+        claims=token.claims,
+        scopes=list(token.scopes),
+        revoked=token.revoked,
+        revocation_reason=token.revocation_reason,
+        expired=token.expired(now_ms),
+        expiration=token.expiration,
+        last_used_at=token.last_used_at,
+        created_at=token.created_at,
+        updated_at=token.updated_at,
     )
+
+
+def token_created_body(token: M2MToken, secret: str, now_ms: int) -> M2MTokenCreatedBody:
+    """Render the create response with the bearer string."""
+    body = token_body(token, now_ms)
+    return M2MTokenCreatedBody(**msgspec.structs.asdict(body), token=secret)
 
 
 def scope_body(scope: MachineScope) -> MachineScopeBody:

@@ -1,0 +1,37 @@
+"""Route 14 of CONTRACT.md: ``GET /v1/jwks``, the instance's public signing keys (``sk_`` only)."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+import msgspec
+
+from gatepass_server.web.auth import authenticate, require_instance
+from gatepass_server.web.responses import Handler, json_response
+
+if TYPE_CHECKING:
+    from starlette.requests import Request
+    from starlette.responses import Response
+
+    from gatepass_server.runtime import Runtime
+
+__all__ = ["ROUTES", "JwksBody"]
+
+
+class JwksBody(msgspec.Struct):
+    """``{"keys":[JWK…]}``: public members only (SECURITY.md principle 6)."""
+
+    keys: list[dict[str, str]]
+
+
+async def get_jwks(request: Request) -> Response:
+    """``GET /v1/jwks``: the active key and each retired key with tokens still live."""
+    runtime: Runtime = request.app.state.runtime
+    # NOTE: an instance key only, as Clerk (CONTRACT.md §2 route 14): a machine key is 403.
+    instance_id = require_instance(await authenticate(request, runtime.authenticator))
+    return json_response(JwksBody(keys=await runtime.signing.jwks(instance_id)))
+
+
+ROUTES: dict[str, dict[str, Handler]] = {
+    "/jwks": {"GET": get_jwks},
+}
