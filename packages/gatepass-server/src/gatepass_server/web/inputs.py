@@ -143,6 +143,13 @@ class Form:
             raise self._error("form_param_format_invalid", name, f"{name} must be a string")
         return self.check_text(name, value, max_length=max_length, allow_blank=allow_blank)
 
+    def raw_string(self, name: str) -> str | None:
+        """A string as sent, type-checked only; ``None`` when absent or null."""
+        value = self._value(name, required=False)
+        if value is not None and not isinstance(value, str):
+            raise self._error("form_param_format_invalid", name, f"{name} must be a string")
+        return value
+
     def check_text(self, name: str, value: str, *, max_length: int, allow_blank: bool) -> str:
         """Apply the storable-text and length rules to ``value``."""
         if (problem := text_problem(value)) is not None:

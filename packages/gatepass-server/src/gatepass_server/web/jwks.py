@@ -7,13 +7,13 @@ from typing import TYPE_CHECKING
 import msgspec
 
 from gatepass_server.web.auth import authenticate, require_instance
+from gatepass_server.web.requests import runtime_of
 from gatepass_server.web.responses import Handler, json_response
 
 if TYPE_CHECKING:
     from starlette.requests import Request
     from starlette.responses import Response
 
-    from gatepass_server.runtime import Runtime
 
 __all__ = ["ROUTES", "JwksBody"]
 
@@ -26,7 +26,7 @@ class JwksBody(msgspec.Struct):
 
 async def get_jwks(request: Request) -> Response:
     """``GET /v1/jwks``: the active key and each retired key with tokens still live."""
-    runtime: Runtime = request.app.state.runtime
+    runtime = runtime_of(request)
     # NOTE: an instance key only, as Clerk (CONTRACT.md §2 route 14): a machine key is 403.
     instance_id = require_instance(await authenticate(request, runtime.authenticator))
     return json_response(JwksBody(keys=await runtime.signing.jwks(instance_id)))

@@ -22,7 +22,8 @@ from gatepass_server.domain.machines import (
 )
 from gatepass_server.errors import FormParamError
 from gatepass_server.web.auth import authenticate, require_instance
-from gatepass_server.web.inputs import Form, query_integer, read_json_object
+from gatepass_server.web.inputs import Form, query_integer
+from gatepass_server.web.requests import read_form, runtime_of
 from gatepass_server.web.responses import Handler, json_response
 from gatepass_server.web.wire import (
     MachineDeletedBody,
@@ -38,26 +39,15 @@ if TYPE_CHECKING:
     from starlette.requests import Request
     from starlette.responses import Response
 
-    from gatepass_server.runtime import Runtime
 
 __all__ = ["ROUTES"]
 
 _FIELD_STATUS = 422  # NOTE: CONTRACT.md §5: field errors are 422 on /machines.
 
 
-def _runtime(request: Request) -> Runtime:
-    runtime: Runtime = request.app.state.runtime
-    return runtime
-
-
 async def _instance_id(request: Request) -> str:
-    runtime = _runtime(request)
+    runtime = runtime_of(request)
     return require_instance(await authenticate(request, runtime.authenticator))
-
-
-async def _form(request: Request, allowed: set[str]) -> Form:
-    data = await read_json_object(request, _runtime(request).settings.max_body_bytes)
-    return Form(data, allowed=allowed, status=_FIELD_STATUS)
 
 
 async def list_machines(request: Request) -> Response:
@@ -90,18 +80,20 @@ async def list_machines(request: Request) -> Response:
         query=search,
         order_by=order_by,
     )
-    machines, total = await _runtime(request).machines.list(instance_id, query)
+    machines, total = await runtime_of(request).machines.list(instance_id, query)
     return json_response(MachineListBody([machine_body(m) for m in machines], total))
 
 
 async def create_machine(request: Request) -> Response:
     """``POST /v1/machines``: 200 (not 201) with the only copy of ``secret_key``."""
     instance_id = await _instance_id(request)
-    form = await _form(request, {"name", "scoped_machines", "default_token_ttl"})
+    form = await read_form(
+        request, {"name", "scoped_machines", "default_token_ttl"}, status=_FIELD_STATUS
+    )
     name = form.string("name", required=True, max_length=MAX_NAME_LENGTH)
     scoped = form.string_list("scoped_machines", max_items=MAX_SCOPED_MACHINES) or []
     ttl = form.integer("default_token_ttl", minimum=MIN_TOKEN_TTL, maximum=MAX_TOKEN_TTL)
-    created = await _runtime(request).machines.create(
+    created = await runtime_of(request).machines.create(
         instance_id,
         name=name or "",
         scoped_machine_ids=scoped,
@@ -113,17 +105,17 @@ async def create_machine(request: Request) -> Response:
 async def get_machine(request: Request) -> Response:
     """``GET /v1/machines/{machine_id}``."""
     instance_id = await _instance_id(request)
-    machine = await _runtime(request).machines.get(instance_id, request.path_params["machine_id"])
+    machine = await runtime_of(request).machines.get(instance_id, request.path_params["machine_id"])
     return json_response(machine_body(machine))
 
 
 async def update_machine(request: Request) -> Response:
     """``PATCH /v1/machines/{machine_id}``: only the fields present change."""
     instance_id = await _instance_id(request)
-    form = await _form(request, {"name", "default_token_ttl"})
+    form = await read_form(request, {"name", "default_token_ttl"}, status=_FIELD_STATUS)
     name = form.string("name", max_length=MAX_NAME_LENGTH)
     ttl = form.integer("default_token_ttl", minimum=MIN_TOKEN_TTL, maximum=MAX_TOKEN_TTL)
-    machine = await _runtime(request).machines.update(
+    machine = await runtime_of(request).machines.update(
         instance_id,
         request.path_params["machine_id"],
         name=name,
@@ -136,14 +128,14 @@ async def delete_machine(request: Request) -> Response:
     """``DELETE /v1/machines/{machine_id}``."""
     instance_id = await _instance_id(request)
     machine_id = request.path_params["machine_id"]
-    await _runtime(request).machines.delete(instance_id, machine_id)
+    await runtime_of(request).machines.delete(instance_id, machine_id)
     return json_response(MachineDeletedBody(id=machine_id))
 
 
 async def get_secret_key(request: Request) -> Response:
     """``GET /v1/machines/{machine_id}/secret_key``."""
     instance_id = await _instance_id(request)
-    secret = await _runtime(request).machines.secret_key(
+    secret = await runtime_of(request).machines.secret_key(
         instance_id,
         request.path_params["machine_id"],
     )
@@ -153,14 +145,14 @@ async def get_secret_key(request: Request) -> Response:
 async def rotate_secret_key(request: Request) -> Response:
     """``POST /v1/machines/{machine_id}/secret_key/rotate``."""
     instance_id = await _instance_id(request)
-    form = await _form(request, {"previous_token_ttl"})
+    form = await read_form(request, {"previous_token_ttl"}, status=_FIELD_STATUS)
     grace = form.integer(
         "previous_token_ttl",
         required=True,
         minimum=0,
         maximum=MAX_PREVIOUS_TOKEN_TTL,
     )
-    secret = await _runtime(request).machines.rotate_secret_key(
+    secret = await runtime_of(request).machines.rotate_secret_key(
         instance_id,
         request.path_params["machine_id"],
         previous_token_ttl=grace or 0,
@@ -171,9 +163,9 @@ async def rotate_secret_key(request: Request) -> Response:
 async def create_scope(request: Request) -> Response:
     """``POST /v1/machines/{machine_id}/scopes``."""
     instance_id = await _instance_id(request)
-    form = await _form(request, {"to_machine_id"})
+    form = await read_form(request, {"to_machine_id"}, status=_FIELD_STATUS)
     to_id = form.string("to_machine_id", required=True, max_length=64)
-    scope = await _runtime(request).machines.add_scope(
+    scope = await runtime_of(request).machines.add_scope(
         instance_id,
         request.path_params["machine_id"],
         to_id or "",
@@ -186,7 +178,7 @@ async def delete_scope(request: Request) -> Response:
     instance_id = await _instance_id(request)
     from_id = request.path_params["machine_id"]
     to_id = request.path_params["other_machine_id"]
-    await _runtime(request).machines.remove_scope(instance_id, from_id, to_id)
+    await runtime_of(request).machines.remove_scope(instance_id, from_id, to_id)
     return json_response(MachineScopeDeletedBody(from_machine_id=from_id, to_machine_id=to_id))
 
 

@@ -8,6 +8,7 @@ import msgspec
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from starlette.responses import Response
 
+from gatepass_server.web.requests import runtime_of
 from gatepass_server.web.responses import Handler, json_response
 
 if TYPE_CHECKING:
@@ -29,13 +30,13 @@ async def healthz(_request: Request) -> Response:
 
 async def readyz(request: Request) -> Response:
     """Storage answers (503 ``service_unavailable`` otherwise)."""
-    await request.app.state.runtime.database.ping()
+    await runtime_of(request).database.ping()
     return json_response(StatusBody("ok"))
 
 
 async def metrics(request: Request) -> Response:
     """Prometheus text format."""
-    registry = request.app.state.runtime.metrics.registry
+    registry = runtime_of(request).metrics.registry
     return Response(generate_latest(registry), media_type=CONTENT_TYPE_LATEST)
 
 

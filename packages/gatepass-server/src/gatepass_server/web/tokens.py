@@ -28,12 +28,11 @@ from gatepass_server.services.auth import MachinePrincipal, Principal
 from gatepass_server.services.interfaces import TokenListQuery
 from gatepass_server.web.auth import authenticate
 from gatepass_server.web.inputs import (
-    Form,
     query_boolean,
     query_integer,
-    read_json_object,
     require_query,
 )
+from gatepass_server.web.requests import read_form, runtime_of
 from gatepass_server.web.responses import Handler, json_response
 from gatepass_server.web.wire import M2MTokenListBody, token_body, token_created_body
 
@@ -41,25 +40,14 @@ if TYPE_CHECKING:
     from starlette.requests import Request
     from starlette.responses import Response
 
-    from gatepass_server.runtime import Runtime
 
 __all__ = ["ROUTES"]
 
 _FIELD_STATUS = 400  # NOTE: CONTRACT.md §5: field errors are 400 on /m2m_tokens.
 
 
-def _runtime(request: Request) -> Runtime:
-    runtime: Runtime = request.app.state.runtime
-    return runtime
-
-
 async def _caller(request: Request) -> Principal:
-    return await authenticate(request, _runtime(request).authenticator)
-
-
-async def _form(request: Request, allowed: set[str]) -> Form:
-    data = await read_json_object(request, _runtime(request).settings.max_body_bytes)
-    return Form(data, allowed=allowed, status=_FIELD_STATUS)
+    return await authenticate(request, runtime_of(request).authenticator)
 
 
 def _token_id(request: Request) -> str:
@@ -71,7 +59,7 @@ def _token_id(request: Request) -> str:
 
 async def create_token(request: Request) -> Response:
     """``POST /v1/m2m_tokens``: 201, minted by the calling machine's own key."""
-    runtime = _runtime(request)
+    runtime = runtime_of(request)
     try:
         caller = await _caller(request)
     except AuthenticationError:
@@ -79,9 +67,10 @@ async def create_token(request: Request) -> Response:
         raise MachineKeyInvalid from None
     if not isinstance(caller, MachinePrincipal):
         raise MachineKeyInvalid
-    form = await _form(
+    form = await read_form(
         request,
         {"token_format", "seconds_until_expiration", "claims", "min_remaining_ttl_seconds"},
+        status=_FIELD_STATUS,
     )
     token_format = form.choice("token_format", [f.value for f in TokenFormat])
     seconds = form.number("seconds_until_expiration", maximum=MAX_TOKEN_TTL)
@@ -103,7 +92,7 @@ async def create_token(request: Request) -> Response:
 
 async def list_tokens(request: Request) -> Response:
     """``GET /v1/m2m_tokens?subject=…``: newest first."""
-    runtime = _runtime(request)
+    runtime = runtime_of(request)
     caller = await _caller(request)
     params = request.query_params
     subject = require_query(params, "subject")
@@ -128,7 +117,7 @@ async def list_tokens(request: Request) -> Response:
 
 async def get_token(request: Request) -> Response:
     """``GET /v1/m2m_tokens/{token_id}`` (Gatepass extension)."""
-    runtime = _runtime(request)
+    runtime = runtime_of(request)
     caller = await _caller(request)
     token = await runtime.tokens.get(caller, _token_id(request))
     return json_response(token_body(token, runtime.clock.now_ms()))
@@ -136,9 +125,9 @@ async def get_token(request: Request) -> Response:
 
 async def revoke_token(request: Request) -> Response:
     """``POST /v1/m2m_tokens/{token_id}/revoke``."""
-    runtime = _runtime(request)
+    runtime = runtime_of(request)
     caller = await _caller(request)
-    form = await _form(request, {"revocation_reason"})
+    form = await read_form(request, {"revocation_reason"}, status=_FIELD_STATUS)
     reason = form.string(
         "revocation_reason",
         max_length=MAX_REVOCATION_REASON_LENGTH,
@@ -150,20 +139,16 @@ async def revoke_token(request: Request) -> Response:
 
 async def verify_token(request: Request) -> Response:
     """``POST /v1/m2m_tokens/verify``: the token's record, or the one 404 for every "no"."""
-    runtime = _runtime(request)
+    runtime = runtime_of(request)
     caller = await _caller(request)
     # NOTE: the Python SDK's request-auth helper still sends the legacy {"secret": …}.
-    data = await read_json_object(request, runtime.settings.max_body_bytes)
-    Form(data, allowed={"token", "secret"}, status=_FIELD_STATUS)  # refuses unknown fields
-    field = "token" if data.get("token") is not None else "secret"
-    presented = data.get(field)
+    form = await read_form(request, {"token", "secret"}, status=_FIELD_STATUS)
+    presented = form.raw_string("token")
+    if presented is None:
+        presented = form.raw_string("secret")
     if presented is None:
         raise FormParamError(
             "form_param_missing", "token", "token is required", status=_FIELD_STATUS
-        )
-    if not isinstance(presented, str):
-        raise FormParamError(
-            "form_param_format_invalid", field, f"{field} must be a string", status=_FIELD_STATUS
         )
     # NOTE: a string no token can look like (too long, non-ASCII, NUL, control characters)
     # is just another invalid token: the same 404 as every other "no" (CONTRACT.md §4),
