@@ -18,7 +18,7 @@ from rich.console import Console
 from rich.table import Table
 
 from gatepass_server.config import Settings
-from gatepass_server.domain.keys import SecretKind, generate_secret, is_machine_id
+from gatepass_server.domain.keys import SecretKind, generate_secret
 from gatepass_server.domain.machines import (
     DEFAULT_LIST_LIMIT,
     MAX_LIST_LIMIT,
@@ -37,7 +37,7 @@ from gatepass_server.domain.tokens import (
     VerifyFailure,
     claims_problem,
 )
-from gatepass_server.errors import ConfigurationError, GatepassError, NotFound
+from gatepass_server.errors import ConfigurationError, GatepassError
 from gatepass_server.runtime import Runtime
 from gatepass_server.services.auth import InstancePrincipal, MachinePrincipal
 from gatepass_server.services.interfaces import TokenListQuery
@@ -142,6 +142,15 @@ def _run(settings: Settings, action: Callable[[Runtime], Awaitable[T]], *, check
         return asyncio.run(go())
     except GatepassError as exc:
         raise _fail(exc.long_message) from None
+
+
+def _admin(
+    action: Callable[[Runtime], Awaitable[T]],
+    data_dir: Path | None,
+    database_url: str | None,
+) -> T:
+    """Run an admin command's action with the common --data-dir/--database-url options."""
+    return _run(_settings(data_dir=data_dir, database_url=database_url), action)
 
 
 def _print_json(body: Any) -> None:
@@ -383,7 +392,7 @@ def machines_list(
         listing = MachineListQuery(limit=limit, offset=offset, query=query, order_by=order)
         return await r.machines.list(await _instance(r, instance), listing)
 
-    found, total = _run(_settings(data_dir=data_dir, database_url=database_url), action)
+    found, total = _admin(action, data_dir, database_url)
     if json:
         _print_json(MachineListBody([machine_body(m) for m in found], total))
         return
@@ -414,7 +423,7 @@ def machines_create(
             default_token_ttl=default_token_ttl,
         )
 
-    created = _run(_settings(data_dir=data_dir, database_url=database_url), action)
+    created = _admin(action, data_dir, database_url)
     if json:
         _print_json(machine_created_body(created.machine, created.secret_key))
         return
@@ -435,7 +444,7 @@ def machines_get(
     async def action(r: Runtime) -> Machine:
         return await r.machines.get(await _instance(r, instance), machine_id)
 
-    _show_machine(_run(_settings(data_dir=data_dir, database_url=database_url), action), json=json)
+    _show_machine(_admin(action, data_dir, database_url), json=json)
 
 
 @machines_app.command("update")
@@ -460,7 +469,7 @@ def machines_update(
             default_token_ttl=default_token_ttl,
         )
 
-    _show_machine(_run(_settings(data_dir=data_dir, database_url=database_url), action), json=json)
+    _show_machine(_admin(action, data_dir, database_url), json=json)
 
 
 @machines_app.command("delete")
@@ -476,7 +485,7 @@ def machines_delete(
     async def action(r: Runtime) -> None:
         await r.machines.delete(await _instance(r, instance), machine_id)
 
-    _run(_settings(data_dir=data_dir, database_url=database_url), action)
+    _admin(action, data_dir, database_url)
     if json:
         _print_json({"object": "machine", "id": machine_id, "deleted": True})
     else:
@@ -496,7 +505,7 @@ def machines_secret_key(
     async def action(r: Runtime) -> str:
         return await r.machines.secret_key(await _instance(r, instance), machine_id)
 
-    secret = _run(_settings(data_dir=data_dir, database_url=database_url), action)
+    secret = _admin(action, data_dir, database_url)
     if json:
         _print_json(MachineSecretKeyBody(secret=secret))
     else:
@@ -524,7 +533,7 @@ def machines_rotate_key(
             previous_token_ttl=previous_token_ttl,
         )
 
-    secret = _run(_settings(data_dir=data_dir, database_url=database_url), action)
+    secret = _admin(action, data_dir, database_url)
     if json:
         _print_json(MachineSecretKeyBody(secret=secret))
     else:
@@ -547,7 +556,7 @@ def machines_scope_add(
             await r.machines.add_scope(await _instance(r, instance), machine_id, to_machine_id)
         )
 
-    body = _run(_settings(data_dir=data_dir, database_url=database_url), action)
+    body = _admin(action, data_dir, database_url)
     if json:
         _print_json(body)
     else:
@@ -568,7 +577,7 @@ def machines_scope_remove(
     async def action(r: Runtime) -> None:
         await r.machines.remove_scope(await _instance(r, instance), machine_id, to_machine_id)
 
-    _run(_settings(data_dir=data_dir, database_url=database_url), action)
+    _admin(action, data_dir, database_url)
     if json:
         _print_json(
             {
@@ -598,7 +607,7 @@ def keys_rotate_signing(
         instance_id = await _instance(r, instance)
         return instance_id, await r.signing.rotate(instance_id)
 
-    instance_id, kid = _run(_settings(data_dir=data_dir, database_url=database_url), action)
+    instance_id, kid = _admin(action, data_dir, database_url)
     if json:
         _print_json({"instance_id": instance_id, "kid": kid})
     else:
@@ -662,11 +671,8 @@ def tokens_create(
 
     async def action(r: Runtime) -> tuple[CreatedToken, int]:
         caller = MachinePrincipal(await _instance(r, instance), machine_id)
-        if (
-            not is_machine_id(machine_id)
-            or await r.machines.get(caller.instance_id, machine_id) is None
-        ):
-            raise NotFound("Machine not found")
+        # NOTE: "Machine not found" here, not the API's machine_secret_key_invalid.
+        await r.machines.get(caller.instance_id, machine_id)
         created = await r.tokens.create(
             caller,
             token_format=TokenFormat.JWT if jwt else TokenFormat.OPAQUE,
@@ -676,7 +682,7 @@ def tokens_create(
         )
         return created, r.clock.now_ms()
 
-    created, now = _run(_settings(data_dir=data_dir, database_url=database_url), action)
+    created, now = _admin(action, data_dir, database_url)
     if json:
         _print_json(token_created_body(created.token, created.secret, now))
         return
@@ -703,7 +709,7 @@ def tokens_list(
         found, total = await r.tokens.list(InstancePrincipal(await _instance(r, instance)), query)
         return found, total, r.clock.now_ms()
 
-    found, total, now = _run(_settings(data_dir=data_dir, database_url=database_url), action)
+    found, total, now = _admin(action, data_dir, database_url)
     if json:
         _print_json(M2MTokenListBody([token_body(t, now) for t in found], total))
         return
@@ -725,7 +731,7 @@ def tokens_get(
         caller = InstancePrincipal(await _instance(r, instance))
         return await r.tokens.get(caller, token_id), r.clock.now_ms()
 
-    token, now = _run(_settings(data_dir=data_dir, database_url=database_url), action)
+    token, now = _admin(action, data_dir, database_url)
     _show_token(now, token, json=json)
 
 
@@ -744,7 +750,7 @@ def tokens_verify(
         found, failure = await r.tokens.check(caller, token)
         return found, failure, r.clock.now_ms()
 
-    found, failure, now = _run(_settings(data_dir=data_dir, database_url=database_url), action)
+    found, failure, now = _admin(action, data_dir, database_url)
     if failure is not None or found is None:
         reason = (failure or VerifyFailure.UNKNOWN).value
         raise _fail(f"token is not valid: {reason}")
@@ -766,5 +772,5 @@ def tokens_revoke(
         caller = InstancePrincipal(await _instance(r, instance))
         return await r.tokens.revoke(caller, token_id, reason), r.clock.now_ms()
 
-    token, now = _run(_settings(data_dir=data_dir, database_url=database_url), action)
+    token, now = _admin(action, data_dir, database_url)
     _show_token(now, token, json=json)
