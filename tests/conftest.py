@@ -165,9 +165,11 @@ def settings(database_url: str, tmp_path: Path, bootstrap_key: str) -> Settings:
 
 @pytest.fixture
 async def runtime(settings: Settings, clock: FixedClock) -> AsyncIterator[Runtime]:
-    """A prepared runtime (migrated, default instance created) on the injected clock."""
+    """A prepared, started runtime (migrated, default instance, cache following the change
+    log) on the injected clock."""
     built = Runtime.build(settings, clock=clock)
     await built.prepare()
+    await built.start()  # as a serving process does: the verification cache is live
     yield built
     await built.close()
 

@@ -26,7 +26,7 @@ from gatepass_server.domain.machines import (
 )
 from gatepass_server.domain.sealing import Sealer
 from gatepass_server.services.auth import MachinePrincipal
-from gatepass_server.services.interfaces import NewSecret, ScopeOutcome
+from gatepass_server.services.interfaces import KeyOwner, NewSecret, ScopeOutcome
 from gatepass_server.services.minting import mint_secret
 from gatepass_server.storage.database import Database
 from gatepass_server.storage.sql import SqlInstanceStore, SqlMachineStore
@@ -689,7 +689,7 @@ async def test_add_scope_stops_at_the_limit_of_150(env: Env) -> None:
     assert await _scope_count(env, machine.id) == MAX_SCOPED_MACHINES
 
     assert (
-        await env.store.remove_scope(env.instance_id, machine.id, targets[0]) is ScopeOutcome.DONE
+        await env.store.remove_scope(env.instance_id, machine.id, targets[0], now_ms=1) is ScopeOutcome.DONE
     )
     assert await _add(env, machine.id, targets[-1]) is ScopeOutcome.DONE
     assert await _scope_count(env, machine.id) == MAX_SCOPED_MACHINES
@@ -712,11 +712,13 @@ async def test_remove_scope_outcomes(env: Env) -> None:
     assert await _add(env, a.id, b.id) is ScopeOutcome.DONE
     assert await _add(env, b.id, a.id) is ScopeOutcome.DONE
 
-    remove = env.store.remove_scope
-    assert await remove(env.instance_id, a.id, b.id) is ScopeOutcome.DONE
-    assert await remove(env.instance_id, a.id, b.id) is ScopeOutcome.ABSENT
-    assert await remove(env.instance_id, a.id, UNKNOWN_ID) is ScopeOutcome.ABSENT
-    assert await remove(env.instance_id, UNKNOWN_ID, b.id) is ScopeOutcome.FROM_MISSING
+    def remove(from_id: str, to_id: str) -> Awaitable[ScopeOutcome]:
+        return env.store.remove_scope(env.instance_id, from_id, to_id, now_ms=1)
+
+    assert await remove(a.id, b.id) is ScopeOutcome.DONE
+    assert await remove(a.id, b.id) is ScopeOutcome.ABSENT
+    assert await remove(a.id, UNKNOWN_ID) is ScopeOutcome.ABSENT
+    assert await remove(UNKNOWN_ID, b.id) is ScopeOutcome.FROM_MISSING
     assert await _scope_pairs(env) == {(b.id, a.id)}
 
 
@@ -745,7 +747,9 @@ async def test_machines_of_another_instance_are_invisible(env: Env) -> None:
     assert await _add(env, foreign.id, foreign_target.id) is ScopeOutcome.FROM_MISSING
     assert await _add(env, mine.id, foreign.id) is ScopeOutcome.TO_MISSING
     assert await _add(env, foreign.id, mine.id) is ScopeOutcome.FROM_MISSING
-    assert await env.store.remove_scope(a, foreign.id, mine.id) is ScopeOutcome.FROM_MISSING
+    assert (
+        await env.store.remove_scope(a, foreign.id, mine.id, now_ms=1) is ScopeOutcome.FROM_MISSING
+    )
 
     assert await storage_snapshot(env.runtime) == before
     assert await _authenticates(env, foreign_key, foreign)
@@ -770,9 +774,9 @@ async def test_instance_key_rotation_grace(env: Env) -> None:
     assert await env.instances.rotate_instance_key(instance_id, stored, start, start + 60_000)
 
     find = env.instances.find_instance_by_key
-    assert await find(digest(old), start + 59_999) == instance_id
+    assert await find(digest(old), start + 59_999) == KeyOwner(instance_id, None, start + 60_000)
     assert await find(digest(old), start + 60_000) is None
-    assert await find(digest(new), start + 10**9) == instance_id
+    assert await find(digest(new), start + 10**9) == KeyOwner(instance_id, None, None)
     hints = [k.hint for k in await env.instances.list_instance_keys(instance_id, start)]
     assert len(hints) == 2
     assert all(old not in h and new not in h for h in hints)
@@ -789,7 +793,8 @@ async def test_instance_key_second_rotation_shortens_grace(env: Env) -> None:
     _, stored = mint_secret(SecretKind.INSTANCE_TEST)
     await env.instances.rotate_instance_key(instance_id, stored, start + 1000, start + 2000)
     for key in (first, second):
-        assert await env.instances.find_instance_by_key(digest(key), start + 1999) == instance_id
+        owner = await env.instances.find_instance_by_key(digest(key), start + 1999)
+        assert owner == KeyOwner(instance_id, None, start + 2000)
         assert await env.instances.find_instance_by_key(digest(key), start + 2000) is None
 
 

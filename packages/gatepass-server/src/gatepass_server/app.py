@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 from typing import TYPE_CHECKING
 
@@ -81,13 +80,11 @@ def create_app(runtime: Runtime, *, owns_runtime: bool = False) -> ASGIApp:
     @contextlib.asynccontextmanager
     async def lifespan(_app: Starlette) -> AsyncIterator[None]:
         await ensure_current(runtime.database)
-        writer = asyncio.create_task(runtime.tokens.run_last_used_writer())
+        await runtime.start()
         try:
             yield
         finally:
-            writer.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await writer
+            await runtime.stop()
             if owns_runtime:
                 await runtime.close()
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
@@ -10,15 +12,21 @@ from gatepass_server.domain.clock import Clock, SystemClock
 from gatepass_server.domain.sealing import Sealer
 from gatepass_server.observability import Metrics, logger
 from gatepass_server.services.auth import KeyAuthenticator
+from gatepass_server.services.cache import VerifyCache
+from gatepass_server.services.changes import ChangeFollower
 from gatepass_server.services.instances import InstanceService
 from gatepass_server.services.machines import MachineService
+from gatepass_server.services.revocations import RevocationFeed
 from gatepass_server.services.signing import SigningService
 from gatepass_server.services.tokens import TokenService
+from gatepass_server.storage.changes import SqlChangeStore
 from gatepass_server.storage.database import Database
+from gatepass_server.storage.notify import PostgresChannel, RedisChannel
 from gatepass_server.storage.signing import SqlSigningKeyStore
 from gatepass_server.storage.sql import SqlInstanceStore, SqlMachineStore, SqlTokenStore
 
 if TYPE_CHECKING:
+    from gatepass_server.services.changes import PushChannel
     from gatepass_server.services.instances import Bootstrap
 
 __all__ = ["Runtime"]
@@ -36,7 +44,11 @@ class Runtime:
     authenticator: KeyAuthenticator
     signing: SigningService
     tokens: TokenService
+    cache: VerifyCache
+    changes: ChangeFollower
+    revocations: RevocationFeed
     metrics: Metrics = field(default_factory=Metrics)
+    _background: list[asyncio.Task[None]] = field(default_factory=list)
 
     @classmethod
     def build(cls, settings: Settings, *, clock: Clock | None = None) -> Runtime:
@@ -47,15 +59,24 @@ class Runtime:
         machine_store = SqlMachineStore(database)
         sealer = Sealer(load_master_key(settings))
         signing = SigningService(SqlSigningKeyStore(database), sealer, clock)
+        cache = VerifyCache()
+        change_log = SqlChangeStore(database)
+        follower = ChangeFollower(change_log, cache, clock, _push_channel(settings, database))
+        database.after_change = follower.written
         return cls(
             settings=settings,
             database=database,
             clock=clock,
             instances=InstanceService(instance_store, clock),
             machines=MachineService(machine_store, sealer, clock),
-            authenticator=KeyAuthenticator(instance_store, machine_store, clock),
+            authenticator=KeyAuthenticator(instance_store, machine_store, clock, cache),
             signing=signing,
-            tokens=TokenService(SqlTokenStore(database), machine_store, signing, sealer, clock),
+            tokens=TokenService(
+                SqlTokenStore(database), machine_store, signing, sealer, clock, cache
+            ),
+            cache=cache,
+            changes=follower,
+            revocations=RevocationFeed(change_log, follower, clock),
         )
 
     async def prepare(self) -> Bootstrap | None:
@@ -78,6 +99,36 @@ class Runtime:
             )
         return done
 
+    async def start(self) -> None:
+        """Start the background work of a serving process.
+
+        Follow the change log (the cache answers from now on) and write ``last_used_at``.
+        """
+        if self.changes.running:
+            return
+        await self.changes.start()
+        self._background.append(asyncio.create_task(self.tokens.run_last_used_writer()))
+
+    async def stop(self) -> None:
+        """Stop what :meth:`start` started (pending ``last_used_at`` values are written)."""
+        tasks, self._background = self._background, []
+        for task in tasks:
+            task.cancel()
+        for task in tasks:
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+        await self.changes.stop()
+
     async def close(self) -> None:
-        """Release connections."""
+        """Stop, if started, and release connections."""
+        await self.stop()
         await self.database.dispose()
+
+
+def _push_channel(settings: Settings, database: Database) -> PushChannel | None:
+    """Redis when configured, else LISTEN/NOTIFY on PostgreSQL; SQLite polls."""
+    if settings.redis_url is not None:
+        return RedisChannel(settings.redis_url)
+    if database.dialect == "postgresql":
+        return PostgresChannel(database.url)
+    return None

@@ -9,7 +9,8 @@ from gatepass_server.domain.keys import SecretKind, digest, is_well_formed, kind
 
 if TYPE_CHECKING:
     from gatepass_server.domain.clock import Clock
-    from gatepass_server.services.interfaces import InstanceStore, MachineStore
+    from gatepass_server.services.cache import VerifyCache
+    from gatepass_server.services.interfaces import InstanceStore, KeyOwner, MachineStore
 
 __all__ = ["InstancePrincipal", "KeyAuthenticator", "MachinePrincipal", "Principal"]
 
@@ -33,12 +34,19 @@ Principal = InstancePrincipal | MachinePrincipal
 
 
 class KeyAuthenticator:
-    """Resolves keys by digest after a format and checksum check."""
+    """Resolves keys by digest after a format and checksum check, through the cache."""
 
-    def __init__(self, instances: InstanceStore, machines: MachineStore, clock: Clock) -> None:
+    def __init__(
+        self,
+        instances: InstanceStore,
+        machines: MachineStore,
+        clock: Clock,
+        cache: VerifyCache,
+    ) -> None:
         self._instances = instances
         self._machines = machines
         self._clock = clock
+        self._cache = cache
 
     async def authenticate(self, secret: str) -> Principal | None:
         """Return who ``secret`` belongs to, or ``None`` for any key that does not work.
@@ -50,8 +58,25 @@ class KeyAuthenticator:
         if kind is None or kind is SecretKind.TOKEN or not is_well_formed(secret, kind):
             return None
         now = self._clock.now_ms()
-        if kind.is_instance_key:
-            instance_id = await self._instances.find_instance_by_key(digest(secret), now)
-            return None if instance_id is None else InstancePrincipal(instance_id)
-        owner = await self._machines.find_machine_by_key(digest(secret), now)
-        return None if owner is None else MachinePrincipal(owner.instance_id, owner.machine_id)
+        key_digest = digest(secret)
+        find = (
+            self._instances.find_instance_by_key
+            if kind.is_instance_key
+            else self._machines.find_machine_by_key
+        )
+        owner = await self._cache.through(
+            self._cache.keys,
+            key_digest,
+            lambda: find(key_digest, now),
+        )
+        # NOTE: a cached key in its rotation grace still ends on time: its expiry is
+        # checked here on every call, against the one clock.
+        if owner is None or (owner.expires_at is not None and owner.expires_at <= now):
+            return None
+        return _principal(owner)
+
+
+def _principal(owner: KeyOwner) -> Principal:
+    if owner.machine_id is None:
+        return InstancePrincipal(owner.instance_id)
+    return MachinePrincipal(owner.instance_id, owner.machine_id)

@@ -20,7 +20,7 @@ if TYPE_CHECKING:
 
 __all__ = [
     "InstanceStore",
-    "MachineKeyOwner",
+    "KeyOwner",
     "MachineStore",
     "NewSecret",
     "ScopeOutcome",
@@ -39,11 +39,16 @@ class NewSecret:
 
 
 @dataclass(frozen=True, slots=True)
-class MachineKeyOwner:
-    """Who an ``ak_`` key authenticates."""
+class KeyOwner:
+    """Who a live key authenticates, and until when.
+
+    ``machine_id`` is ``None`` for an ``sk_`` key; ``expires_at`` is ``None`` until the key
+    is rotated.
+    """
 
     instance_id: str
-    machine_id: str
+    machine_id: str | None
+    expires_at: int | None
 
 
 class ScopeOutcome(Enum):
@@ -86,7 +91,7 @@ class InstanceStore(Protocol):
         """Add ``key`` and make every other live key expire at ``previous_expires_at``."""
         ...
 
-    async def find_instance_by_key(self, digest: bytes, now_ms: int) -> str | None:
+    async def find_instance_by_key(self, digest: bytes, now_ms: int) -> KeyOwner | None:
         """The instance a live key with this digest belongs to."""
         ...
 
@@ -164,11 +169,13 @@ class MachineStore(Protocol):
         instance_id: str,
         from_machine_id: str,
         to_machine_id: str,
+        *,
+        now_ms: int,
     ) -> ScopeOutcome:
         """Remove a scope."""
         ...
 
-    async def find_machine_by_key(self, digest: bytes, now_ms: int) -> MachineKeyOwner | None:
+    async def find_machine_by_key(self, digest: bytes, now_ms: int) -> KeyOwner | None:
         """The machine a live ``ak_`` key with this digest belongs to."""
         ...
 

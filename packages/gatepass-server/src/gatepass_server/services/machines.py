@@ -189,7 +189,9 @@ class MachineService:
         _require_machine_id(from_id)
         if not is_machine_id(to_id):
             raise NotFound("Machine scope not found")
-        outcome = await self._store.remove_scope(instance_id, from_id, to_id)
+        outcome = await self._store.remove_scope(
+            instance_id, from_id, to_id, now_ms=self._clock.now_ms()
+        )
         if outcome is ScopeOutcome.FROM_MISSING:
             raise NotFound("Machine not found")
         if outcome is not ScopeOutcome.DONE:

@@ -34,9 +34,11 @@ from gatepass_server.services.auth import MachinePrincipal, Principal
 
 if TYPE_CHECKING:
     import builtins
+    from collections.abc import Mapping
 
     from gatepass_server.domain.clock import Clock
     from gatepass_server.domain.sealing import Sealer
+    from gatepass_server.services.cache import VerifyCache
     from gatepass_server.services.interfaces import MachineStore, TokenListQuery, TokenStore
 
 __all__ = ["CreatedToken", "TokenService", "TokenSigner"]
@@ -74,12 +76,14 @@ class TokenService:
         signer: TokenSigner,
         sealer: Sealer,
         clock: Clock,
+        cache: VerifyCache,
     ) -> None:
         self._tokens = tokens
         self._machines = machines
         self._signer = signer
         self._sealer = sealer
         self._clock = clock
+        self._cache = cache
         self._last_used: dict[str, int] = {}
 
     # -- create --------------------------------------------------------------------------
@@ -210,18 +214,51 @@ class TokenService:
         if (
             failure is None
             and caller_machine is not None
-            and not await self._tokens.scope_exists(token.subject, caller_machine)
+            and not await self._scope_exists(token.subject, caller_machine)
         ):
             failure = VerifyFailure.SCOPE_REMOVED
         return token, failure
 
+    # -- lookups, through the verification cache -------------------------------------------
+
     async def _lookup(self, instance_id: str, presented: str) -> M2MToken | None:
         if is_well_formed(presented, SecretKind.TOKEN):
-            return await self._tokens.token_by_digest(digest(presented))
+            token_digest = digest(presented)
+            return await self._cache.token_by_digest(
+                token_digest,
+                lambda: self._tokens.token_by_digest(token_digest),
+            )
         if presented.count(".") == 2:  # noqa: PLR2004 - a compact JWS
             token_id = await self._verified_jwt_id(instance_id, presented)
-            return None if token_id is None else await self._tokens.get_token(instance_id, token_id)
+            if token_id is None:
+                return None
+            return await self._cache.through(
+                self._cache.tokens,
+                token_id,
+                lambda: self._tokens.get_token(instance_id, token_id),
+            )
         return None
+
+    async def _scope_exists(self, from_machine_id: str, to_machine_id: str) -> bool:
+        exists: bool | None = await self._cache.through(
+            self._cache.scopes,
+            (from_machine_id, to_machine_id),
+            lambda: self._tokens.scope_exists(from_machine_id, to_machine_id),
+        )
+        return bool(exists)
+
+    async def _jwks(self, instance_id: str) -> Mapping[str, jwt.PyJWK]:
+        """The instance's published keys by ``kid``, parsed once per cache fill."""
+
+        async def load() -> dict[str, jwt.PyJWK] | None:
+            keys = {
+                k["kid"]: jwt.PyJWK(k, algorithm="RS256")
+                for k in await self._signer.jwks(instance_id)
+                if "kid" in k
+            }
+            return keys or None  # NOTE: "no keys yet" is not kept, like every "not found"
+
+        return await self._cache.through(self._cache.jwks, instance_id, load) or {}
 
     async def _verified_jwt_id(self, instance_id: str, presented: str) -> str | None:
         """The ``jti`` of a JWT signed by one of the instance's published keys."""
@@ -230,15 +267,17 @@ class TokenService:
         except jwt.PyJWTError:
             return None
         kid = header.get("kid")
-        keys = {k.get("kid"): k for k in await self._signer.jwks(instance_id)}
-        if not isinstance(kid, str) or kid not in keys:
+        if not isinstance(kid, str):
+            return None
+        keys = await self._jwks(instance_id)
+        if kid not in keys:
             return None
         try:
             # NOTE: the algorithm is ours, never the token's (SECURITY.md principle 6). Time
             # claims are checked against the token's record with the one injected clock.
             claims = jwt.decode(
                 presented,
-                jwt.PyJWK(keys[kid], algorithm="RS256"),
+                keys[kid],
                 algorithms=["RS256"],
                 options={
                     "require": ["exp", "jti", "sub"],

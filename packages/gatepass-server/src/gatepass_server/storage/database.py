@@ -19,12 +19,14 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_en
 from gatepass_server.errors import ConfigurationError, ServiceUnavailable
 
 if TYPE_CHECKING:
-    from collections.abc import AsyncIterator, Iterator
+    from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 
-__all__ = ["Database", "normalize_url"]
+__all__ = ["CHANGED", "Database", "normalize_url"]
 
 SQLITE_BUSY_TIMEOUT_MS: Final = 5000
 _WRITE: Final = "gatepass_write"
+CHANGED: Final = "gatepass_changed"
+"""Set in a connection's ``info`` by a transaction that appended to the change log."""
 
 Dialect = Literal["sqlite", "postgresql"]
 
@@ -69,6 +71,7 @@ class Database:
 
     def __init__(self, url: str, *, pool_size: int = 10) -> None:
         self.url = normalize_url(url)
+        self.after_change: Callable[[], Awaitable[None]] | None = None
         self.dialect: Dialect = "sqlite" if self.url.startswith("sqlite") else "postgresql"
         if self.dialect == "sqlite":
             self.engine: AsyncEngine = create_async_engine(self.url)
@@ -93,12 +96,23 @@ class Database:
 
     @contextlib.asynccontextmanager
     async def write(self) -> AsyncIterator[AsyncConnection]:
-        """A write transaction: committed when the block exits without an exception."""
+        """A write transaction: committed when the block exits without an exception.
+
+        If the transaction appended to the change log, :attr:`after_change` runs after the
+        commit and before this returns, so the writer's own node has applied the change
+        before the write is acknowledged.
+        """
         with _unavailable_on_failure():
             async with self.engine.connect() as plain:
                 conn = await plain.execution_options(**{_WRITE: True})
-                async with conn.begin():
-                    yield conn
+                conn.info.pop(CHANGED, None)
+                try:
+                    async with conn.begin():
+                        yield conn
+                finally:
+                    changed = conn.info.pop(CHANGED, False)
+        if changed and self.after_change is not None:
+            await self.after_change()
 
     async def ping(self) -> None:
         """Raise :class:`ServiceUnavailable` unless storage answers."""

@@ -13,7 +13,9 @@ from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import exists, insert, or_, select, update
 
+from gatepass_server.domain.changes import ChangeKind
 from gatepass_server.services.signing import StoredSigningKey
+from gatepass_server.storage.changes import change, record_changes
 from gatepass_server.storage.tables import instances, m2m_tokens, signing_keys
 
 if TYPE_CHECKING:
@@ -61,6 +63,12 @@ class SqlSigningKeyStore:
             if current is not None:
                 return current
             await _insert(conn, key)
+            # The JWKS changed (from nothing): followers must not keep the empty one.
+            await record_changes(
+                conn,
+                [change(key.instance_id, ChangeKind.SIGNING_KEY_ROTATED, key.instance_id)],
+                key.created_at,
+            )
             return key
 
     async def add_key(self, key: StoredSigningKey, *, now_ms: int) -> bool:
@@ -77,6 +85,11 @@ class SqlSigningKeyStore:
                 .values(retired_at=now_ms),
             )
             await _insert(conn, key)
+            await record_changes(
+                conn,
+                [change(key.instance_id, ChangeKind.SIGNING_KEY_ROTATED, key.instance_id)],
+                now_ms,
+            )
             return True
 
     async def published_keys(self, instance_id: str, now_ms: int) -> list[StoredSigningKey]:

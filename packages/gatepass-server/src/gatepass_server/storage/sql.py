@@ -15,6 +15,8 @@ from typing import TYPE_CHECKING, Any
 from sqlalchemy import and_, delete, func, insert, or_, select, update
 from sqlalchemy.exc import IntegrityError
 
+from gatepass_server import failpoints
+from gatepass_server.domain.changes import ChangeKind
 from gatepass_server.domain.instances import Instance, InstanceKey
 from gatepass_server.domain.machines import (
     Machine,
@@ -25,11 +27,12 @@ from gatepass_server.domain.machines import (
 )
 from gatepass_server.domain.tokens import MACHINE_DELETED, M2MToken, TokenFormat, canonical_json
 from gatepass_server.services.interfaces import (
-    MachineKeyOwner,
+    KeyOwner,
     NewSecret,
     ScopeOutcome,
     TokenListQuery,
 )
+from gatepass_server.storage.changes import change, record_changes, revoked_token_change
 from gatepass_server.storage.tables import (
     instance_keys,
     instances,
@@ -149,19 +152,25 @@ class SqlInstanceStore:
                 .values(expires_at=previous_expires_at),
             )
             await _insert_instance_key(conn, instance_id, key, now_ms)
+            await record_changes(
+                conn,
+                [change(instance_id, ChangeKind.INSTANCE_KEY_ROTATED, instance_id)],
+                now_ms,
+            )
             return True
 
-    async def find_instance_by_key(self, digest: bytes, now_ms: int) -> str | None:
+    async def find_instance_by_key(self, digest: bytes, now_ms: int) -> KeyOwner | None:
         """The instance a live key with this digest belongs to."""
         async with self._db.read() as conn:
-            return (
+            row = (
                 await conn.execute(
-                    select(instance_keys.c.instance_id).where(
+                    select(instance_keys.c.instance_id, instance_keys.c.expires_at).where(
                         instance_keys.c.digest == digest,
                         _live(instance_keys.c.expires_at, now_ms),
                     ),
                 )
-            ).scalar_one_or_none()
+            ).first()
+        return None if row is None else KeyOwner(row.instance_id, None, row.expires_at)
 
 
 async def _insert_instance_key(
@@ -267,12 +276,16 @@ class SqlMachineStore:
                 )
             ).scalar_one_or_none()
 
-    async def find_machine_by_key(self, digest: bytes, now_ms: int) -> MachineKeyOwner | None:
+    async def find_machine_by_key(self, digest: bytes, now_ms: int) -> KeyOwner | None:
         """The machine a live ``ak_`` key with this digest belongs to."""
         async with self._db.read() as conn:
             row = (
                 await conn.execute(
-                    select(machines.c.instance_id, machines.c.id)
+                    select(
+                        machines.c.instance_id,
+                        machines.c.id,
+                        machine_secret_keys.c.expires_at,
+                    )
                     .join(machine_secret_keys, machines.c.id == machine_secret_keys.c.machine_id)
                     .where(
                         machine_secret_keys.c.digest == digest,
@@ -280,7 +293,7 @@ class SqlMachineStore:
                     ),
                 )
             ).first()
-        return None if row is None else MachineKeyOwner(instance_id=row[0], machine_id=row[1])
+        return None if row is None else KeyOwner(row.instance_id, row.id, row.expires_at)
 
     # -- writes --------------------------------------------------------------------------
 
@@ -364,15 +377,21 @@ class SqlMachineStore:
         async with self._db.write() as conn:
             if not await _lock_machine(conn, instance_id, machine_id):
                 return False
-            await conn.execute(
+            revoked = await conn.execute(
                 update(m2m_tokens)
                 .where(
                     m2m_tokens.c.instance_id == instance_id,
                     m2m_tokens.c.subject == machine_id,
                     m2m_tokens.c.revoked_at.is_(None),
                 )
-                .values(revoked_at=now_ms, revocation_reason=MACHINE_DELETED, updated_at=now_ms),
+                .values(revoked_at=now_ms, revocation_reason=MACHINE_DELETED, updated_at=now_ms)
+                .returning(m2m_tokens.c.id, m2m_tokens.c.scopes, m2m_tokens.c.expiration),
             )
+            logged = [
+                revoked_token_change(instance_id, r.id, machine_id, r.scopes, r.expiration)
+                for r in revoked
+                if r.expiration > now_ms
+            ]
             await conn.execute(
                 delete(machine_scopes).where(
                     or_(
@@ -385,6 +404,8 @@ class SqlMachineStore:
                 delete(machine_secret_keys).where(machine_secret_keys.c.machine_id == machine_id),
             )
             await conn.execute(delete(machines).where(machines.c.id == machine_id))
+            logged.append(change(instance_id, ChangeKind.MACHINE_DELETED, machine_id))
+            await record_changes(conn, logged, now_ms)
             return True
 
     async def rotate_machine_key(
@@ -419,6 +440,11 @@ class SqlMachineStore:
                 .values(expires_at=previous_expires_at),
             )
             await _insert_machine_key(conn, machine_id, key, now_ms)
+            await record_changes(
+                conn,
+                [change(instance_id, ChangeKind.MACHINE_KEY_ROTATED, machine_id)],
+                now_ms,
+            )
             return True
 
     async def add_scope(
@@ -477,6 +503,11 @@ class SqlMachineStore:
                 )
             except IntegrityError:  # pragma: no cover - the row lock above prevents it
                 return ScopeOutcome.EXISTS, None
+            await record_changes(
+                conn,
+                [change(instance_id, ChangeKind.SCOPE_ADDED, from_machine_id, to_machine_id)],
+                now_ms,
+            )
             return ScopeOutcome.DONE, MachineScope(from_machine_id, to_machine_id, now_ms)
 
     async def remove_scope(
@@ -484,6 +515,8 @@ class SqlMachineStore:
         instance_id: str,
         from_machine_id: str,
         to_machine_id: str,
+        *,
+        now_ms: int,
     ) -> ScopeOutcome:
         """Remove a scope."""
         async with self._db.write() as conn:
@@ -495,7 +528,14 @@ class SqlMachineStore:
                     machine_scopes.c.to_machine_id == to_machine_id,
                 ),
             )
-            return ScopeOutcome.DONE if result.rowcount else ScopeOutcome.ABSENT
+            if not result.rowcount:
+                return ScopeOutcome.ABSENT
+            await record_changes(
+                conn,
+                [change(instance_id, ChangeKind.SCOPE_REMOVED, from_machine_id, to_machine_id)],
+                now_ms,
+            )
+            return ScopeOutcome.DONE
 
 
 async def _lock_machine(conn: AsyncConnection, instance_id: str, machine_id: str) -> bool:
@@ -636,6 +676,7 @@ class SqlTokenStore:
                     updated_at=token.updated_at,
                 ),
             )
+            failpoints.hit("token_insert_before_commit")
 
     async def token_by_digest(self, digest: bytes) -> M2MToken | None:
         """The opaque token with this secret digest, in any instance."""
@@ -699,15 +740,32 @@ class SqlTokenStore:
     ) -> M2MToken | None:
         """Revoke once; a second revoke keeps the first time and reason."""
         async with self._db.write() as conn:
-            await conn.execute(
-                update(m2m_tokens)
-                .where(
-                    m2m_tokens.c.instance_id == instance_id,
-                    m2m_tokens.c.id == token_id,
-                    m2m_tokens.c.revoked_at.is_(None),
+            revoked = (
+                await conn.execute(
+                    update(m2m_tokens)
+                    .where(
+                        m2m_tokens.c.instance_id == instance_id,
+                        m2m_tokens.c.id == token_id,
+                        m2m_tokens.c.revoked_at.is_(None),
+                    )
+                    .values(revoked_at=now_ms, revocation_reason=reason, updated_at=now_ms)
+                    .returning(m2m_tokens.c.subject, m2m_tokens.c.scopes, m2m_tokens.c.expiration),
                 )
-                .values(revoked_at=now_ms, revocation_reason=reason, updated_at=now_ms),
-            )
+            ).first()
+            if revoked is not None:
+                await record_changes(
+                    conn,
+                    [
+                        revoked_token_change(
+                            instance_id,
+                            token_id,
+                            revoked.subject,
+                            revoked.scopes,
+                            revoked.expiration,
+                        ),
+                    ],
+                    now_ms,
+                )
             row = (
                 await conn.execute(
                     select(*_TOKEN_COLUMNS).where(

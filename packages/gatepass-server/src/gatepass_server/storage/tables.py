@@ -7,6 +7,7 @@ from sqlalchemy import (
     Column,
     ForeignKey,
     Index,
+    Integer,
     LargeBinary,
     MetaData,
     String,
@@ -15,6 +16,7 @@ from sqlalchemy import (
 )
 
 __all__ = [
+    "changes",
     "instance_keys",
     "instances",
     "m2m_tokens",
@@ -127,4 +129,23 @@ signing_keys = Table(
     # NULL while the key signs; set when a newer key takes over. A retired key stays in
     # the JWKS while any token it signed (m2m_tokens.kid) has not expired.
     Column("retired_at", BigInteger, nullable=True),
+)
+
+changes = Table(
+    "changes",
+    metadata,
+    # NOTE: INTEGER on SQLite makes the column the rowid, which is what autoincrements.
+    # Ids are allocated and committed in order (see storage.changes), so a reader that has
+    # seen id N has seen every id below it: the log's cursor is just the last id.
+    Column("id", BigInteger().with_variant(Integer, "sqlite"), primary_key=True),
+    Column("instance_id", String(32), nullable=False),
+    Column("kind", String(32), nullable=False),
+    Column("subject", String(35), nullable=False),
+    Column("target", String(35), nullable=True),
+    Column("scopes", Text, nullable=True),  # token_revoked: the token's scopes (JSON)
+    Column("created_at", BigInteger, nullable=False),
+    # When the entry may be pruned: a revoked token's expiration, for a token no verifier
+    # accepts after it anyway; otherwise a day, as the log only serves cache sync.
+    Column("expires_at", BigInteger, nullable=False, index=True),
+    Index(None, "instance_id", "kind", "id"),
 )

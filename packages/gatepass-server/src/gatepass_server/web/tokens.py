@@ -1,4 +1,4 @@
-"""Routes 10-13 of CONTRACT.md and ``GET /m2m_tokens/{id}``: machine-to-machine tokens.
+"""Routes 10-13 of CONTRACT.md, ``GET /m2m_tokens/{id}`` and the revocation feed (§7).
 
 Field errors here are 400, not 422 (CONTRACT.md §5: each SDK types those).
 """
@@ -26,6 +26,11 @@ from gatepass_server.errors import (
 )
 from gatepass_server.services.auth import MachinePrincipal, Principal
 from gatepass_server.services.interfaces import TokenListQuery
+from gatepass_server.services.revocations import (
+    DEFAULT_FEED_LIMIT,
+    MAX_FEED_LIMIT,
+    MAX_WAIT_SECONDS,
+)
 from gatepass_server.web.auth import authenticate
 from gatepass_server.web.inputs import (
     query_boolean,
@@ -34,7 +39,12 @@ from gatepass_server.web.inputs import (
 )
 from gatepass_server.web.requests import read_form, runtime_of
 from gatepass_server.web.responses import Handler, json_response
-from gatepass_server.web.wire import M2MTokenListBody, token_body, token_created_body
+from gatepass_server.web.wire import (
+    M2MTokenListBody,
+    revocations_body,
+    token_body,
+    token_created_body,
+)
 
 if TYPE_CHECKING:
     from starlette.requests import Request
@@ -159,9 +169,34 @@ async def verify_token(request: Request) -> Response:
     return json_response(token_body(token, runtime.clock.now_ms()))
 
 
+async def revocations(request: Request) -> Response:
+    """``GET /v1/m2m_tokens/revocations?after=…&wait=…`` (Gatepass extension, §7)."""
+    runtime = runtime_of(request)
+    caller = await _caller(request)
+    params = request.query_params
+    page = await runtime.revocations.page(
+        caller,
+        after=query_integer(_FIELD_STATUS, params, "after", default=0, minimum=0, maximum=2**62),
+        limit=query_integer(
+            _FIELD_STATUS,
+            params,
+            "limit",
+            default=DEFAULT_FEED_LIMIT,
+            minimum=1,
+            maximum=MAX_FEED_LIMIT,
+        ),
+        wait_seconds=query_integer(
+            _FIELD_STATUS, params, "wait", default=0, minimum=0, maximum=MAX_WAIT_SECONDS
+        ),
+    )
+    return json_response(revocations_body(page))
+
+
 ROUTES: dict[str, dict[str, Handler]] = {
     "/m2m_tokens": {"GET": list_tokens, "POST": create_token},
     "/m2m_tokens/verify": {"POST": verify_token},
+    # NOTE: before /m2m_tokens/{token_id}, which would otherwise take "revocations" as an id.
+    "/m2m_tokens/revocations": {"GET": revocations},
     "/m2m_tokens/{token_id}": {"GET": get_token},
     "/m2m_tokens/{token_id}/revoke": {"POST": revoke_token},
 }

@@ -7,6 +7,7 @@ from typing import TYPE_CHECKING, Any
 import msgspec
 
 if TYPE_CHECKING:
+    from gatepass_server.domain.changes import RevocationPage
     from gatepass_server.domain.machines import Machine, MachineScope, MachineSummary
     from gatepass_server.domain.tokens import M2MToken
 
@@ -16,6 +17,8 @@ __all__ = [
     "M2MTokenBody",
     "M2MTokenCreatedBody",
     "M2MTokenListBody",
+    "M2MTokenRevocationBody",
+    "M2MTokenRevocationsBody",
     "MachineBody",
     "MachineCreatedBody",
     "MachineDeletedBody",
@@ -26,6 +29,7 @@ __all__ = [
     "MachineSummaryBody",
     "machine_body",
     "machine_created_body",
+    "revocations_body",
     "scope_body",
     "token_body",
     "token_created_body",
@@ -126,6 +130,25 @@ class M2MTokenListBody(msgspec.Struct):
     total_count: int
 
 
+class M2MTokenRevocationBody(msgspec.Struct, kw_only=True):
+    """One revoked token in the revocation feed: its id (a JWT's ``jti``), never a secret."""
+
+    object: str = "m2m_token_revocation"
+    id: str
+    subject: str
+    revoked_at: int
+    expiration: int
+
+
+class M2MTokenRevocationsBody(msgspec.Struct, kw_only=True):
+    """``GET /m2m_tokens/revocations`` (Gatepass extension, CONTRACT.md §7)."""
+
+    object: str = "m2m_token_revocations"
+    data: list[M2MTokenRevocationBody]
+    cursor: str
+    has_more: bool
+
+
 class ErrorBody(msgspec.Struct):
     """One error; ``long_message`` always present (the Python SDK requires it)."""
 
@@ -201,4 +224,21 @@ def scope_body(scope: MachineScope) -> MachineScopeBody:
         from_machine_id=scope.from_machine_id,
         to_machine_id=scope.to_machine_id,
         created_at=scope.created_at,
+    )
+
+
+def revocations_body(page: RevocationPage) -> M2MTokenRevocationsBody:
+    """Render a page of the revocation feed; the cursor is opaque to clients."""
+    return M2MTokenRevocationsBody(
+        data=[
+            M2MTokenRevocationBody(
+                id=r.token_id,
+                subject=r.subject,
+                revoked_at=r.revoked_at,
+                expiration=r.expiration,
+            )
+            for r in page.revocations
+        ],
+        cursor=str(page.cursor),
+        has_more=page.has_more,
     )
