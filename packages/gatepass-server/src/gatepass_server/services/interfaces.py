@@ -201,8 +201,11 @@ class TokenStore(Protocol):
         digest: bytes | None,
         sealed: bytes | None,
         kid: str | None,
-    ) -> None:
-        """Store a new token (committed before the caller returns it)."""
+    ) -> bool:
+        """Store a new token (committed before the caller returns it).
+
+        ``False``, and nothing stored, if its machine no longer exists.
+        """
         ...
 
     async def token_by_digest(self, digest: bytes) -> M2MToken | None:

@@ -140,12 +140,16 @@ class TokenService:
         )
         if token_format is TokenFormat.JWT:
             kid, secret = await self._signer.sign(caller.instance_id, _jwt_payload(token))
-            await self._tokens.insert_token(token, digest=None, sealed=None, kid=kid)
-            return CreatedToken(token, secret)
-        secret = generate_secret(SecretKind.TOKEN)
-        sealed = self._sealer.seal(secret, token.id) if reuse else None
+            stored = await self._tokens.insert_token(token, digest=None, sealed=None, kid=kid)
+        else:
+            secret = generate_secret(SecretKind.TOKEN)
+            sealed = self._sealer.seal(secret, token.id) if reuse else None
+            stored = await self._tokens.insert_token(
+                token, digest=digest(secret), sealed=sealed, kid=None
+            )
         # NOTE: the row is committed before the secret is returned (SECURITY.md principle 8).
-        await self._tokens.insert_token(token, digest=digest(secret), sealed=sealed, kid=None)
+        if not stored:  # the machine was deleted while this token was being minted
+            raise MachineKeyInvalid
         return CreatedToken(token, secret)
 
     # -- read and revoke -----------------------------------------------------------------

@@ -654,9 +654,28 @@ class SqlTokenStore:
         digest: bytes | None,
         sealed: bytes | None,
         kid: str | None,
-    ) -> None:
-        """Store a new token; committed when this returns."""
+    ) -> bool:
+        """Store a new token; committed when this returns.
+
+        ``False``, and nothing stored, if the token's machine no longer exists.
+        """
         async with self._db.write() as conn:
+            # NOTE: the machine is checked in the inserting transaction, under a share lock
+            # that a concurrent delete (FOR UPDATE) must wait for. Checked only before it,
+            # a delete committing in between would leave a live token of a deleted machine
+            # (SECURITY.md principle 9: delete-while-minting).
+            alive = (
+                await conn.execute(
+                    select(machines.c.id)
+                    .where(
+                        machines.c.instance_id == token.instance_id,
+                        machines.c.id == token.subject,
+                    )
+                    .with_for_update(read=True),
+                )
+            ).first()
+            if alive is None:
+                return False
             await conn.execute(
                 insert(m2m_tokens).values(
                     id=token.id,
@@ -677,6 +696,7 @@ class SqlTokenStore:
                 ),
             )
             failpoints.hit("token_insert_before_commit")
+            return True
 
     async def token_by_digest(self, digest: bytes) -> M2MToken | None:
         """The opaque token with this secret digest, in any instance."""
