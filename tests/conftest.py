@@ -34,6 +34,7 @@ POSTGRES_ADMIN_URL = os.environ.get(
     "GATEPASS_TEST_POSTGRES_URL",
     "postgresql://postgres@127.0.0.1:5432/test",
 )
+REDIS_URL = os.environ.get("GATEPASS_TEST_REDIS_URL", "redis://127.0.0.1:6379/0")
 START_MS = 1_754_938_436_732
 MASTER_KEY = encode_master_key(bytes(range(32)))
 
@@ -72,6 +73,28 @@ def postgres_server_url() -> Iterator[str]:
 
         asyncio.run(migrate())
         yield url
+
+
+async def _redis_reachable(url: str) -> str | None:
+    import redis.asyncio  # noqa: PLC0415 - only the tests that need Redis import it
+
+    client = redis.asyncio.Redis.from_url(url, socket_connect_timeout=2)
+    try:
+        await client.ping()
+    except Exception as exc:  # noqa: BLE001 - any failure means "not here"
+        return f"{type(exc).__name__}: {exc}"
+    finally:
+        await client.aclose()
+    return None
+
+
+@pytest.fixture(scope="session")
+def redis_url() -> str:
+    """The Redis server for pub/sub tests (skipped when absent, required under CI=true)."""
+    problem = asyncio.run(_redis_reachable(REDIS_URL))
+    if problem is not None:
+        _require_or_skip(f"Redis at {REDIS_URL} is not reachable: {problem}")
+    return REDIS_URL
 
 
 async def _truncate(url: str) -> None:
@@ -165,8 +188,11 @@ def settings(database_url: str, tmp_path: Path, bootstrap_key: str) -> Settings:
 
 @pytest.fixture
 async def runtime(settings: Settings, clock: FixedClock) -> AsyncIterator[Runtime]:
-    """A prepared, started runtime (migrated, default instance, cache following the change
-    log) on the injected clock."""
+    """A prepared and started runtime on the injected clock.
+
+    Migrated, with the default instance, and its verification cache following the change
+    log, as in a serving process.
+    """
     built = Runtime.build(settings, clock=clock)
     await built.prepare()
     await built.start()  # as a serving process does: the verification cache is live

@@ -124,9 +124,21 @@ class Database:
         await self.engine.dispose()
 
 
-# PostgreSQL conditions that a retry can clear: serialization failure, deadlock, lock
-# timeout, statement timeout or cancel, administrator shutdown.
-_TRANSIENT_SQLSTATES: Final = frozenset({"40001", "40P01", "55P03", "57014", "57P01"})
+# PostgreSQL conditions of the server rather than of the statement: connection exceptions
+# (class 08), insufficient resources (53, e.g. too many connections), operator intervention
+# (57: shutdown, cancel, "cannot connect now") and system errors (58).
+_UNAVAILABLE_SQLSTATE_CLASSES: Final = frozenset({"08", "53", "57", "58"})
+# And ones a retry can clear: serialization failure, deadlock, lock timeout, and a database
+# that is not accepting connections (55000 when connecting).
+_TRANSIENT_SQLSTATES: Final = frozenset({"40001", "40P01", "55P03", "55000"})
+
+
+def _unavailable(exc: DBAPIError) -> bool:
+    code = _sqlstate(exc)
+    return exc.connection_invalidated or (
+        code is not None
+        and (code in _TRANSIENT_SQLSTATES or code[:2] in _UNAVAILABLE_SQLSTATE_CLASSES)
+    )
 
 
 def _sqlstate(exc: DBAPIError) -> str | None:
@@ -145,7 +157,7 @@ def _unavailable_on_failure() -> Iterator[None]:
     except (OperationalError, InterfaceError) as exc:
         raise ServiceUnavailable(headers={"Retry-After": "1"}) from exc
     except DBAPIError as exc:
-        if exc.connection_invalidated or _sqlstate(exc) in _TRANSIENT_SQLSTATES:
+        if _unavailable(exc):
             raise ServiceUnavailable(headers={"Retry-After": "1"}) from exc
         raise
     except (OSError, TimeoutError) as exc:
