@@ -12,6 +12,7 @@ import contextlib
 import dataclasses
 from typing import TYPE_CHECKING, Any
 
+import jwt
 import pytest
 from sqlalchemy import event
 
@@ -192,6 +193,34 @@ async def test_redis_pubsub_wakes_other_nodes(
             await _revoke_and_await_wake(writer, follower)
     finally:
         await writer.close()
+
+
+async def test_a_signing_key_rotation_elsewhere_takes_over_here_at_once(
+    runtime: Runtime, clock: FixedClock
+) -> None:
+    """Rotated on another node: this one signs with the new key and verifies its tokens."""
+    pair = await _pair(runtime)  # this node has signed (and cached the JWKS) already
+    await runtime.tokens.verify(pair.admin, pair.jwt.secret)
+    old_kid = jwt.get_unverified_header(pair.jwt.secret)["kid"]
+    other = Runtime.build(runtime.settings, clock=clock)
+    try:
+        changed = runtime.changes.changed()
+        new_kid = await other.signing.rotate(pair.admin.instance_id)
+        minted_elsewhere = await other.tokens.create(
+            pair.caller,
+            token_format=TokenFormat.JWT,
+            seconds_until_expiration=None,
+            claims=None,
+            min_remaining_ttl_seconds=None,
+        )
+        async with asyncio.timeout(WAKE_TIMEOUT):
+            await changed.wait()
+        kid, _ = await runtime.signing.sign(pair.admin.instance_id, {"sub": pair.caller.machine_id})
+        assert kid == new_kid != old_kid
+        await runtime.tokens.verify(pair.admin, minted_elsewhere.secret)
+        await runtime.tokens.verify(pair.admin, pair.jwt.secret)  # the old key stays published
+    finally:
+        await other.close()
 
 
 # -- failing closed --------------------------------------------------------------------------

@@ -61,7 +61,13 @@ class Runtime:
         signing = SigningService(SqlSigningKeyStore(database), sealer, clock)
         cache = VerifyCache()
         change_log = SqlChangeStore(database)
-        follower = ChangeFollower(change_log, cache, clock, _push_channel(settings, database))
+        follower = ChangeFollower(
+            change_log,
+            cache,
+            clock,
+            _push_channel(settings, database),
+            also_apply=[signing.apply],
+        )
         database.after_change = follower.written
         return cls(
             settings=settings,

@@ -28,7 +28,7 @@ from typing import TYPE_CHECKING, Final, Protocol
 from gatepass_server.observability import logger
 
 if TYPE_CHECKING:
-    from collections.abc import Callable
+    from collections.abc import Callable, Sequence
 
     from gatepass_server.domain.changes import Change, RevocationPage
     from gatepass_server.domain.clock import Clock
@@ -105,11 +105,13 @@ class ChangeFollower:
         clock: Clock,
         channel: PushChannel | None,
         *,
+        also_apply: Sequence[Callable[[Sequence[Change]], None]] = (),
         poll_seconds: float = POLL_SECONDS,
         fast_poll_seconds: float = FAST_POLL_SECONDS,
         monotonic: Callable[[], float] = time.monotonic,
     ) -> None:
         self._log = log
+        self._also_apply = also_apply
         self._poll_seconds = poll_seconds
         self._fast_poll_seconds = fast_poll_seconds
         self._cache = cache
@@ -190,6 +192,8 @@ class ChangeFollower:
                 batch = await self._log.changes_after(self._cursor, _BATCH)
                 if batch:
                     self._cache.apply(batch)
+                    for apply in self._also_apply:
+                        apply(batch)
                     self._cursor = batch[-1].id
                     applied = True
                 if len(batch) < _BATCH:

@@ -2,9 +2,10 @@
 
 Each instance has at most one active RS256 key. Its private key is stored PKCS#8 PEM,
 sealed under the master key and bound to its ``kid`` (DESIGN.md, secrets at rest). A
-process keeps the parsed private-key object of each instance's active key in memory and
-re-reads which key is active at most every :data:`ACTIVE_KEY_REFRESH_SECONDS`, so a
-rotation made on another node takes over here within that bound.
+process keeps the parsed private-key object of each instance's active key in memory. A
+rotation on any node reaches it through the change log (:meth:`SigningService.apply`);
+as a backstop it re-reads which key is active at most every
+:data:`ACTIVE_KEY_REFRESH_SECONDS`.
 """
 
 from __future__ import annotations
@@ -15,13 +16,15 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Final, Protocol
 
 from gatepass_server.domain import jwt
+from gatepass_server.domain.changes import ChangeKind
 from gatepass_server.errors import NotFound
 
 if TYPE_CHECKING:
-    from collections.abc import Callable
+    from collections.abc import Callable, Sequence
 
     from cryptography.hazmat.primitives.asymmetric.rsa import RSAPrivateKey
 
+    from gatepass_server.domain.changes import Change
     from gatepass_server.domain.clock import Clock
     from gatepass_server.domain.sealing import Sealer
 
@@ -136,6 +139,12 @@ class SigningService:
                 raise NotFound("Instance not found")
             self._active[instance_id] = _Loaded(fresh.kid, fresh.private_key, self._monotonic())
         return fresh.kid
+
+    def apply(self, changes: Sequence[Change]) -> None:
+        """Drop the loaded active key of instances whose keys were rotated on any node."""
+        for change in changes:
+            if change.kind is ChangeKind.SIGNING_KEY_ROTATED or change.kind is None:
+                self._active.pop(change.subject, None)
 
     # -- internals ------------------------------------------------------------------------
 
