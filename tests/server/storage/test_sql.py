@@ -689,7 +689,8 @@ async def test_add_scope_stops_at_the_limit_of_150(env: Env) -> None:
     assert await _scope_count(env, machine.id) == MAX_SCOPED_MACHINES
 
     assert (
-        await env.store.remove_scope(env.instance_id, machine.id, targets[0], now_ms=1) is ScopeOutcome.DONE
+        await env.store.remove_scope(env.instance_id, machine.id, targets[0], now_ms=1)
+        is ScopeOutcome.DONE
     )
     assert await _add(env, machine.id, targets[-1]) is ScopeOutcome.DONE
     assert await _scope_count(env, machine.id) == MAX_SCOPED_MACHINES

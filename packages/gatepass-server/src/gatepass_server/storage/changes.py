@@ -148,6 +148,11 @@ class SqlChangeStore:
     ) -> RevocationPage:
         """An instance's revocations of unexpired tokens after ``cursor``, oldest first."""
         async with self._db.read() as conn:
+            # NOTE: the log's end is read first, and rows only up to it. Ids commit in order,
+            # so everything up to it is visible; read after the rows instead, it could take
+            # in (and let the cursor skip) a revocation committed between the two statements,
+            # as each statement of a PostgreSQL READ COMMITTED transaction sees anew.
+            newest = int((await conn.execute(select(func.max(changes.c.id)))).scalar_one() or 0)
             rows = (
                 await conn.execute(
                     select(
@@ -162,19 +167,16 @@ class SqlChangeStore:
                         changes.c.instance_id == instance_id,
                         changes.c.kind == ChangeKind.TOKEN_REVOKED.value,
                         changes.c.id > cursor,
+                        changes.c.id <= newest,
                     )
                     .order_by(changes.c.id)
-                    .limit(limit),
+                    .limit(limit + 1),
                 )
             ).all()
-            has_more = len(rows) == limit
-            if has_more:
-                next_cursor = rows[-1].id
-            else:
-                # NOTE: nothing newer for this instance up to the log's end in this snapshot,
-                # so the cursor may jump there (ids commit in order, see the module doc).
-                newest = (await conn.execute(select(func.max(changes.c.id)))).scalar_one()
-                next_cursor = max(cursor, int(newest or 0))
+        has_more = len(rows) > limit
+        rows = rows[:limit]
+        # With nothing more for this instance up to the log's end, the cursor moves there.
+        next_cursor = rows[-1].id if has_more else max(cursor, newest)
         revocations = tuple(
             Revocation(
                 token_id=r.subject,

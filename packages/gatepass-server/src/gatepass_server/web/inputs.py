@@ -275,7 +275,10 @@ def query_integer(
         return default
     number: int | None = None
     if _QUERY_NUMBER_RE.fullmatch(raw):
-        number = as_integer(float(raw)) if "." in raw else as_integer(int(raw, 10))
+        # NOTE: "10.0" is 10 (the JS SDK may send floats), read exactly: through float,
+        # 2**62 + 1 would silently become 2**62.
+        whole, _, fraction = raw.partition(".")
+        number = as_integer(int(whole, 10)) if fraction.strip("0") == "" else None
     if number is None:
         raise FormParamError(
             "form_param_format_invalid", name, f"{name} must be an integer", status=form_status
