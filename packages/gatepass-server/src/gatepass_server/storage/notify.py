@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import time
 from typing import TYPE_CHECKING, Any, Final
 
 from sqlalchemy.engine import make_url
@@ -24,6 +25,8 @@ __all__ = ["PostgresChannel", "RedisChannel"]
 HEALTH_CHECK_SECONDS: Final = 5.0
 _TIMEOUT_SECONDS: Final = 2.0
 _BACKOFF_SECONDS: Final = (0.1, 0.5, 1.0, 2.0, 5.0)
+_PUBLISH_TIMEOUT_SECONDS: Final = 0.5
+_PUBLISH_PAUSE_SECONDS: Final = 5.0
 
 
 async def _reconnecting(
@@ -120,6 +123,7 @@ class RedisChannel:
             ) from exc
         # NOTE: no socket_timeout: the subscription waits on its socket for long stretches.
         # The health check pings a quiet connection, and publish has its own deadline.
+        self._paused_until = 0.0
         self._client = redis.asyncio.Redis.from_url(
             redis_url,
             socket_connect_timeout=_TIMEOUT_SECONDS,
@@ -144,9 +148,20 @@ class RedisChannel:
                 await pubsub.aclose()  # type: ignore[no-untyped-call]
 
     async def publish(self) -> None:
-        """Wake every subscribed node."""
-        async with asyncio.timeout(_TIMEOUT_SECONDS):
-            await self._client.publish(NOTIFY_CHANNEL, b"")
+        """Wake every subscribed node.
+
+        NOTE: a write waits for this before it is acknowledged, so a Redis that hangs must
+        not slow every write: after a failure, publishing pauses for a while (the other
+        nodes' polling still delivers the change within the bound).
+        """
+        if time.monotonic() < self._paused_until:
+            return
+        try:
+            async with asyncio.timeout(_PUBLISH_TIMEOUT_SECONDS):
+                await self._client.publish(NOTIFY_CHANNEL, b"")
+        except BaseException:
+            self._paused_until = time.monotonic() + _PUBLISH_PAUSE_SECONDS
+            raise
 
     async def close(self) -> None:
         """Close the connection pool."""
