@@ -154,6 +154,7 @@ class ChangeFollower:
                 await task
         if self._channel is not None:
             await self._channel.close()
+        self._cursor = None  # no sync, not even after a local write, may trust it again
         self._cache.mark_unsynced()
 
     def wake(self) -> None:
