@@ -84,9 +84,7 @@ def create_app(runtime: Runtime, *, owns_runtime: bool = False) -> ASGIApp:
         try:
             yield
         finally:
-            await runtime.stop()
-            if owns_runtime:
-                await runtime.close()
+            await (runtime.close() if owns_runtime else runtime.stop())
 
     app = Starlette(
         routes=_routes(),

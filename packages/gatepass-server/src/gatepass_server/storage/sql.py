@@ -538,12 +538,19 @@ class SqlMachineStore:
             return ScopeOutcome.DONE
 
 
-async def _lock_machine(conn: AsyncConnection, instance_id: str, machine_id: str) -> bool:
+async def _lock_machine(
+    conn: AsyncConnection,
+    instance_id: str,
+    machine_id: str,
+    *,
+    share: bool = False,
+) -> bool:
+    """Lock a machine's row (``FOR UPDATE``, or ``FOR SHARE``); ``False`` if it is gone."""
     row = (
         await conn.execute(
             select(machines.c.id)
             .where(machines.c.instance_id == instance_id, machines.c.id == machine_id)
-            .with_for_update(),
+            .with_for_update(read=share),
         )
     ).first()
     return row is not None
@@ -664,17 +671,7 @@ class SqlTokenStore:
             # that a concurrent delete (FOR UPDATE) must wait for. Checked only before it,
             # a delete committing in between would leave a live token of a deleted machine
             # (SECURITY.md principle 9: delete-while-minting).
-            alive = (
-                await conn.execute(
-                    select(machines.c.id)
-                    .where(
-                        machines.c.instance_id == token.instance_id,
-                        machines.c.id == token.subject,
-                    )
-                    .with_for_update(read=True),
-                )
-            ).first()
-            if alive is None:
+            if not await _lock_machine(conn, token.instance_id, token.subject, share=True):
                 return False
             await conn.execute(
                 insert(m2m_tokens).values(
