@@ -141,3 +141,47 @@ async def test_other_methods_are_405(client: httpx.AsyncClient, sk: str, method:
     response = await client.request(method, "/v1/jwks", headers=auth(sk))
     await assert_rejected(response, status=405, code="method_not_allowed")
     assert "GET" in {m.strip() for m in response.headers["allow"].split(",")}
+
+
+@pytest.mark.parametrize("prefix", PREFIXES)
+async def test_token_jwks_serves_machine_and_instance_keys(
+    client: httpx.AsyncClient, runtime: Runtime, sk: str, other_sk: str, prefix: str
+) -> None:
+    """``GET /m2m_tokens/jwks`` (Gatepass): the same public keys for an ``ak_`` or ``sk_`` key.
+
+    A receiving service holding only its machine key can verify JWTs locally; it sees its
+    own instance's keys, never another's.
+    """
+    kid, _ = await runtime.signing.sign(await _instance_of(runtime, sk), PAYLOAD)
+    await runtime.signing.sign(await _instance_of(runtime, other_sk), PAYLOAD)
+    machine = await create_machine(client, sk)
+    by_machine = await client.get(f"{prefix}/m2m_tokens/jwks", headers=auth(machine["secret_key"]))
+    by_instance = await client.get(f"{prefix}/m2m_tokens/jwks", headers=auth(sk))
+    assert by_machine.status_code == by_instance.status_code == 200
+    assert_api_headers(by_machine)
+    assert (
+        by_machine.json()
+        == by_instance.json()
+        == (await client.get("/v1/jwks", headers=auth(sk))).json()
+    )
+    assert [key["kid"] for key in by_machine.json()["keys"]] == [kid]
+    assert machine["secret_key"] not in by_machine.text
+
+
+async def test_token_jwks_needs_a_valid_key(client: httpx.AsyncClient, runtime: Runtime) -> None:
+    """Without a key, or with an unknown one, ``/m2m_tokens/jwks`` is the usual 401."""
+    before = await storage_snapshot(runtime)
+    missing = await client.get("/v1/m2m_tokens/jwks")
+    await assert_rejected(
+        missing, status=401, code="authentication_invalid", runtime=runtime, before=before
+    )
+    forged = generate_secret(SecretKind.MACHINE)
+    unknown = await client.get("/v1/m2m_tokens/jwks", headers=auth(forged))
+    await assert_rejected(
+        unknown,
+        status=401,
+        code="clerk_key_invalid",
+        runtime=runtime,
+        before=before,
+        not_echoed=[forged],
+    )

@@ -41,7 +41,8 @@ def _route(path: str, handlers: Mapping[str, Handler]) -> Route:
 
 
 def _routes() -> list[Route]:
-    api: dict[str, Mapping[str, Handler]] = {**machines.ROUTES, **tokens.ROUTES, **jwks.ROUTES}
+    # NOTE: jwks before tokens: /m2m_tokens/jwks must match before /m2m_tokens/{token_id}.
+    api: dict[str, Mapping[str, Handler]] = {**machines.ROUTES, **jwks.ROUTES, **tokens.ROUTES}
     # NOTE: every API route with and without /v1: the JS SDK omits it for some calls,
     # the Python SDK always sends it (CONTRACT.md §2).
     found = [

@@ -1,4 +1,9 @@
-"""Route 14 of CONTRACT.md: ``GET /v1/jwks``, the instance's public signing keys (``sk_`` only)."""
+"""The instance's public signing keys.
+
+Route 14 of CONTRACT.md, ``GET /v1/jwks``, is Clerk's and takes an ``sk_`` key only. The
+Gatepass extension ``GET /v1/m2m_tokens/jwks`` serves the same keys to a machine key too,
+so a receiving service that holds only its ``ak_`` key can verify JWTs locally.
+"""
 
 from __future__ import annotations
 
@@ -32,6 +37,16 @@ async def get_jwks(request: Request) -> Response:
     return json_response(JwksBody(keys=await runtime.signing.jwks(instance_id)))
 
 
+async def get_token_jwks(request: Request) -> Response:
+    """``GET /v1/m2m_tokens/jwks``: the same keys for an ``sk_`` or an ``ak_`` key (Gatepass)."""
+    runtime = runtime_of(request)
+    # NOTE: public keys only, so any key of the instance may read them (CONTRACT.md §7); the
+    # Clerk route keeps its sk-only rule unchanged.
+    principal = await authenticate(request, runtime.authenticator)
+    return json_response(JwksBody(keys=await runtime.signing.jwks(principal.instance_id)))
+
+
 ROUTES: dict[str, dict[str, Handler]] = {
     "/jwks": {"GET": get_jwks},
+    "/m2m_tokens/jwks": {"GET": get_token_jwks},
 }
