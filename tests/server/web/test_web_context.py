@@ -2,16 +2,18 @@
 
 from __future__ import annotations
 
+import asyncio
 from typing import TYPE_CHECKING
 
 import httpx
+import pytest
 import structlog
 
 from gatepass_server.observability import Metrics
 from gatepass_server.web.context import RequestContextMiddleware
 
 if TYPE_CHECKING:
-    from starlette.types import Receive, Scope, Send
+    from starlette.types import Message, Receive, Scope, Send
 
 SECRET = "sk_test_" + "A" * 38
 
@@ -40,3 +42,30 @@ async def test_unexpected_exception_is_enveloped_500_and_logged_once() -> None:
     assert errors[0]["request_id"] == body["clerk_trace_id"]
     access = [entry for entry in logs if entry["event"] == "request"]
     assert access[0]["status"] == 500
+
+
+async def test_an_abandoned_request_is_logged_as_499_not_500() -> None:
+    """A request cancelled before it answered (shutdown cutting a long poll) is not a 500."""
+
+    async def waiting_app(scope: Scope, receive: Receive, send: Send) -> None:
+        del scope, receive, send
+        await asyncio.Event().wait()
+
+    app = RequestContextMiddleware(waiting_app, Metrics())
+    scope: Scope = {"type": "http", "method": "GET", "path": "/v1/m2m_tokens/revocations"}
+
+    async def receive() -> Message:
+        return {"type": "http.request", "body": b""}
+
+    async def send(message: Message) -> None:
+        del message
+
+    with structlog.testing.capture_logs() as logs:
+        task = asyncio.create_task(app(scope, receive, send))
+        await asyncio.sleep(0.01)
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await task
+    access = [entry for entry in logs if entry["event"] == "request"]
+    assert [entry["status"] for entry in access] == [499]
+    assert not [entry for entry in logs if entry["event"] == "unhandled_error"]

@@ -1,9 +1,82 @@
-"""Gatepass Python SDK.
+"""Gatepass Python SDK: API clients, request authentication, and framework integrations."""
 
-The API clients, ``authenticate_request`` and the framework integrations arrive with the
-SDK work; for now the package reserves its name and version.
-"""
+from gatepass._client import (
+    AsyncGatepass,
+    AsyncM2MTokens,
+    AsyncMachines,
+    Gatepass,
+    M2MTokens,
+    Machines,
+)
+from gatepass._exceptions import (
+    APIConnectionError,
+    APIError,
+    APIResponseError,
+    APITimeoutError,
+    AuthenticationError,
+    BadRequestError,
+    ConfigurationError,
+    ConflictError,
+    GatepassError,
+    NotFoundError,
+    PermissionDeniedError,
+    RateLimitError,
+    ServerError,
+    ServiceUnavailableError,
+    TokenVerificationError,
+)
+from gatepass._models import (
+    DeletedMachine,
+    DeletedMachineScope,
+    M2MToken,
+    M2MTokenList,
+    Machine,
+    MachineList,
+    MachineScope,
+    MachineSecretKey,
+    Revocation,
+    RevocationPage,
+    ScopedMachine,
+)
+from gatepass._state import AuthReason, RequestState, TokenType
 
-__all__ = ["__version__"]
+__all__ = [
+    "APIConnectionError",
+    "APIError",
+    "APIResponseError",
+    "APITimeoutError",
+    "AsyncGatepass",
+    "AsyncM2MTokens",
+    "AsyncMachines",
+    "AuthReason",
+    "AuthenticationError",
+    "BadRequestError",
+    "ConfigurationError",
+    "ConflictError",
+    "DeletedMachine",
+    "DeletedMachineScope",
+    "Gatepass",
+    "GatepassError",
+    "M2MToken",
+    "M2MTokenList",
+    "M2MTokens",
+    "Machine",
+    "MachineList",
+    "MachineScope",
+    "MachineSecretKey",
+    "Machines",
+    "NotFoundError",
+    "PermissionDeniedError",
+    "RateLimitError",
+    "RequestState",
+    "Revocation",
+    "RevocationPage",
+    "ScopedMachine",
+    "ServerError",
+    "ServiceUnavailableError",
+    "TokenType",
+    "TokenVerificationError",
+    "__version__",
+]
 
 __version__ = "0.1.0"

@@ -5,6 +5,8 @@ Pure ASGI so that it wraps everything, including errors raised before routing.
 
 from __future__ import annotations
 
+import asyncio
+
 import secrets
 import time
 from typing import TYPE_CHECKING
@@ -60,6 +62,12 @@ class RequestContextMiddleware:
 
         try:
             await self.app(scope, receive, send_with_context)
+        except asyncio.CancelledError:
+            # NOTE: the request was abandoned (the client left, or shutdown cut a long poll):
+            # logged as nginx's 499, not as a 500 the server never sent.
+            if not response_started:
+                status = 499
+            raise
         except Exception:  # noqa: BLE001 - the last resort: log it and answer 500
             logger.exception("unhandled_error", request_id=request_id, path=scope.get("path", ""))
             if not response_started:
