@@ -1,5 +1,6 @@
 """Gatepass Python SDK: API clients, request authentication, and framework integrations."""
 
+from gatepass._auth import VerificationOptions
 from gatepass._client import (
     AsyncGatepass,
     AsyncM2MTokens,
@@ -38,6 +39,7 @@ from gatepass._models import (
     RevocationPage,
     ScopedMachine,
 )
+from gatepass._provider import AsyncTokenProvider, M2MTokenAuth, TokenProvider
 from gatepass._state import AuthReason, RequestState, TokenType
 
 __all__ = [
@@ -48,6 +50,7 @@ __all__ = [
     "AsyncGatepass",
     "AsyncM2MTokens",
     "AsyncMachines",
+    "AsyncTokenProvider",
     "AuthReason",
     "AuthenticationError",
     "BadRequestError",
@@ -58,6 +61,7 @@ __all__ = [
     "Gatepass",
     "GatepassError",
     "M2MToken",
+    "M2MTokenAuth",
     "M2MTokenList",
     "M2MTokens",
     "Machine",
@@ -74,8 +78,10 @@ __all__ = [
     "ScopedMachine",
     "ServerError",
     "ServiceUnavailableError",
+    "TokenProvider",
     "TokenType",
     "TokenVerificationError",
+    "VerificationOptions",
     "__version__",
 ]
 

@@ -240,7 +240,8 @@ class Verification:
         self, token: str, accepts: frozenset[TokenType]
     ) -> RequestState | _Opaque | _Jwt:
         """Tell the token's type apart; a final answer, or what verifying it needs."""
-        kind = _detect(token)
+        # A JWT seen before is an M2M token: skip decoding its payload again.
+        kind = TokenType.M2M_TOKEN if token in self.jwts else _detect(token)
         if kind is None or kind not in accepts:
             return RequestState.rejected(
                 AuthReason.TOKEN_TYPE_MISMATCH, "This route does not accept this kind of token"
