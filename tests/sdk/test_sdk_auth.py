@@ -627,3 +627,15 @@ async def test_async_a_rotated_signing_key_is_fetched_on_first_sight(
     assert (await in_process.receiver.authenticate_request(bearer(after))).is_authenticated
     assert (await in_process.receiver.authenticate_request(bearer(before))).is_authenticated
     assert in_process.transport.count("/v1/m2m_tokens/jwks") == 2
+
+
+def test_a_cached_opaque_answer_ends_at_expiry_without_leeway(
+    receiver: tuple[Gatepass, Counting, Monotonic], mint: Callable[..., str], clock: FixedClock
+) -> None:
+    """The server judged the opaque token; leeway (for JWT clock skew) never extends it."""
+    client, transport, _ = receiver
+    token = mint(seconds_until_expiration=60)
+    assert client.authenticate_request(bearer(token)).is_authenticated
+    clock.advance(60_000)
+    assert client.authenticate_request(bearer(token)).reason is AuthReason.TOKEN_EXPIRED
+    assert transport.count("/v1/m2m_tokens/verify") == 1

@@ -280,16 +280,18 @@ class Verification:
             return state
         if self.following and not self.feed_fresh():
             return self.feed_unavailable()
-        return self._still_valid(state, audience)
+        return self._still_valid(state, audience, local=cache is self.jwts)
 
-    def _still_valid(self, state: RequestState, audience: str | None) -> RequestState:
+    def _still_valid(
+        self, state: RequestState, audience: str | None, *, local: bool
+    ) -> RequestState:
         if state.token_id in self.revocations.revoked:
             return _REVOKED
+        # NOTE: leeway is for clock skew against a JWT's issuer; the server judged an opaque
+        # token's expiry itself, so a cached answer for one ends at its expiration exactly.
+        leeway_ms = self.options.leeway * 1000 if local else 0
         expiration = state.expiration
-        if (
-            expiration is not None
-            and self.clock() * 1000 >= expiration + self.options.leeway * 1000
-        ):
+        if expiration is not None and self.clock() * 1000 >= expiration + leeway_ms:
             return _EXPIRED
         if audience is not None and audience not in state.scopes:
             return _WRONG_AUDIENCE
@@ -305,9 +307,9 @@ class Verification:
             expiration=record.expiration,
         )
         self._remember(self.opaque, token, state, record.expiration)
-        return self._still_valid(state, audience)
+        return self._still_valid(state, audience, local=False)
 
-    def opaque_failed(self, token: str, error: GatepassError) -> RequestState:
+    def opaque_failed(self, token: str, error: Exception) -> RequestState:
         """The state for a verify request that failed; only a real "no" is cached."""
         if isinstance(error, TokenVerificationError):
             self.opaque.put(token, _INVALID, self.monotonic() + self.options.negative_cache_ttl)
@@ -357,7 +359,7 @@ class Verification:
             return self._reject_jwt(token, outcome)
         state = _state_of(outcome)
         self._remember(self.jwts, token, state, outcome.expiration)
-        return self._still_valid(state, audience)
+        return self._still_valid(state, audience, local=True)
 
     def _reject_jwt(self, token: str, rejected: JwtRejected | None) -> RequestState:
         state = (
@@ -468,7 +470,8 @@ class Authenticator:
             return hit
         try:
             record = self._client._send(_verify_call(token))  # noqa: SLF001
-        except GatepassError as error:
+        except (GatepassError, RuntimeError) as error:
+            # RuntimeError: the client was closed under this request.
             return self._v.opaque_failed(token, error)
         return self._v.opaque_verified(token, record, audience)
 
@@ -492,7 +495,7 @@ class Authenticator:
     def _fetch_jwks(self) -> None:
         try:
             document = self._client._send(_jwks_call())  # noqa: SLF001
-        except GatepassError:
+        except (GatepassError, RuntimeError):
             self._v.jwks_failed()
         else:
             self._v.jwks_loaded(document)
@@ -586,7 +589,8 @@ class AsyncAuthenticator:
             return hit
         try:
             record = await self._client._send(_verify_call(token))  # noqa: SLF001
-        except GatepassError as error:
+        except (GatepassError, RuntimeError) as error:
+            # RuntimeError: the client was closed under this request.
             return self._v.opaque_failed(token, error)
         return self._v.opaque_verified(token, record, audience)
 
@@ -610,7 +614,7 @@ class AsyncAuthenticator:
     async def _fetch_jwks(self) -> None:
         try:
             document = await self._client._send(_jwks_call())  # noqa: SLF001
-        except GatepassError:
+        except (GatepassError, RuntimeError):
             self._v.jwks_failed()
         else:
             self._v.jwks_loaded(document)

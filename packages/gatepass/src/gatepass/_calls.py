@@ -63,7 +63,9 @@ UNSET: Final[Any] = object()
 
 def _id(value: str) -> str:
     # NOTE: an id goes into the path; quoting keeps "../" or "?" in it from choosing the route.
-    return quote(value, safe="")
+    # Dots are quoted too: URL normalisation (RFC 3986 §5.2.4, done by httpx) removes a bare
+    # "." or ".." segment, so delete_scope(m, to_machine_id="..") would send DELETE /machines/m.
+    return quote(value, safe="").replace(".", "%2E")
 
 
 def _present(**fields: Any) -> dict[str, Any]:

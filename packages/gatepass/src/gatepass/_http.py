@@ -175,6 +175,13 @@ class BaseClient:
         """What an answer means: the call's value, a retry, or (raised) its error."""
         if response.status_code == call.expect:
             return call.parse(_json(response))
+        if response.is_success:
+            # NOTE: a success other than the one CONTRACT.md §2 names for the route is a broken
+            # promise, not an error envelope (Clerk's Python SDK refuses it too).
+            raise APIResponseError(
+                f"expected HTTP {call.expect}, got {response.status_code}",
+                status_code=response.status_code,
+            )
         retry_after = _retry_after(response.headers.get("retry-after"))
         api = api_error(response.status_code, _json_or_none(response), retry_after=retry_after)
         # NOTE: a 429 means the request was not processed, so any call may be sent again; a

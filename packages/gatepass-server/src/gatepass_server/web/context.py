@@ -6,7 +6,6 @@ Pure ASGI so that it wraps everything, including errors raised before routing.
 from __future__ import annotations
 
 import asyncio
-
 import secrets
 import time
 from typing import TYPE_CHECKING
