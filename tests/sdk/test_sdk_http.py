@@ -171,9 +171,9 @@ def kind(request: pytest.FixtureRequest) -> str:
     return str(request.param)
 
 
-@pytest.fixture
+@pytest.fixture(autouse=True)
 def sleeps(monkeypatch: pytest.MonkeyPatch) -> list[float]:
-    """The delays the clients waited, recorded instead of slept."""
+    """The delays the clients waited, recorded instead of slept (in every test here)."""
     recorded: list[float] = []
 
     async def asleep(delay: float) -> None:
@@ -579,27 +579,28 @@ async def test_verify_maps_only_404_to_token_verification_error(kind: str) -> No
 async def test_each_route_is_sent_the_key_it_needs(
     kind: str, name: str, call: Callable[[Any], Any], route_key: str, idempotent: bool
 ) -> None:
-    """With both keys: machines get sk, minting ak, verifying as receiver ak, reading sk."""
+    """Machines take sk; minting ak; verifying, the feed and JWKS prefer ak; reading sk."""
     del name, idempotent
-    routes = Routes()
-    await run(kind, routes, call)
-    expected = {"sk": SK, "ak": AK, "sk first": SK, "ak first": AK}[route_key]
-    assert [r.headers["authorization"] for r in routes.requests] == [f"Bearer {expected}"]
-
-    for only in (
-        {"secret_key": SK, "machine_secret_key": None},
-        {"secret_key": None, "machine_secret_key": AK},
+    # The key sent when the client holds (both keys, only sk, only ak); None: refused unsent.
+    with_both, with_sk, with_ak = {
+        "sk": (SK, SK, None),
+        "ak": (AK, None, AK),
+        "sk first": (SK, SK, AK),
+        "ak first": (AK, SK, AK),
+    }[route_key]
+    for keys, used in (
+        ({"secret_key": SK, "machine_secret_key": AK}, with_both),
+        ({"secret_key": SK, "machine_secret_key": None}, with_sk),
+        ({"secret_key": None, "machine_secret_key": AK}, with_ak),
     ):
-        single = Routes()
-        held = SK if only["secret_key"] else AK
-        usable = route_key.endswith("first") or (route_key == "sk") == (held == SK)
-        if usable:
-            await run(kind, single, call, **only)
-            assert [r.headers["authorization"] for r in single.requests] == [f"Bearer {held}"]
+        routes = Routes()
+        if used is None:
+            with pytest.raises(ConfigurationError, match="this call needs"):
+                await run(kind, routes, call, **keys)
+            assert routes.requests == []
         else:
-            with pytest.raises(ConfigurationError):
-                await run(kind, single, call, **only)
-            assert single.requests == []
+            await run(kind, routes, call, **keys)
+            assert [r.headers["authorization"] for r in routes.requests] == [f"Bearer {used}"]
 
 
 @pytest.mark.parametrize(

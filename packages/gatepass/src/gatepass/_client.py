@@ -144,7 +144,7 @@ class Gatepass(BaseClient):
 
 
 class AsyncGatepass(BaseClient):
-    """The asynchronous client (asyncio or trio); see :class:`Gatepass` for the arguments."""
+    """The asynchronous client (asyncio); see :class:`Gatepass` for the arguments."""
 
     def __init__(
         self,

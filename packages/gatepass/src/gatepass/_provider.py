@@ -2,6 +2,7 @@
 
 Calling another machine in about five lines::
 
+    import httpx
     from gatepass import Gatepass, M2MTokenAuth, TokenProvider
 
     provider = TokenProvider(Gatepass(machine_secret_key="ak_..."))
@@ -206,7 +207,7 @@ class TokenProvider:
             with self._lock:
                 now = self._policy.monotonic()
                 lease = self._lease
-                if lease is not None and now <= lease.refresh_at:
+                if lease is not None and now < lease.refresh_at:
                     return lease.token
                 flight = self._flight
                 if flight is None:
@@ -308,7 +309,7 @@ class AsyncTokenProvider:
         while True:
             now = self._policy.monotonic()
             lease = self._lease
-            if lease is not None and now <= lease.refresh_at:
+            if lease is not None and now < lease.refresh_at:
                 return lease.token
             flight = self._flight
             if flight is None or flight.done() or flight.get_loop() is not loop:
