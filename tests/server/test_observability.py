@@ -9,7 +9,13 @@ import pytest
 import structlog
 
 from gatepass_server.domain.keys import SecretKind, generate_secret, new_token_id
-from gatepass_server.observability import Metrics, configure_logging, logger, redact
+from gatepass_server.observability import (
+    Metrics,
+    configure_logging,
+    flush_logs,
+    logger,
+    redact,
+)
 
 if TYPE_CHECKING:
     from collections.abc import Iterator
@@ -43,11 +49,29 @@ def test_log_lines_are_json_and_redacted(capsys: pytest.CaptureFixture[str]) -> 
     configure_logging("debug")  # after capsys replaced stderr: the logger writes there
     secret = generate_secret(SecretKind.MACHINE)
     logger.info(f"saw {secret}", header=f"Bearer {secret}")
+    flush_logs()
     line = capsys.readouterr().err.strip().splitlines()[-1]
     record = json.loads(line)
     assert secret not in line
     assert record["header"] == "Bearer ak_[REDACTED]"
     assert record["level"] == "info"
+
+
+@pytest.mark.usefixtures("restore_structlog")
+def test_info_lines_wait_for_a_flush_and_warnings_take_them_along(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """Info lines are written in batches; a warning writes them and itself at once."""
+    configure_logging("debug")
+    logger.info("first")
+    logger.debug("second")
+    assert capsys.readouterr().err == ""
+    logger.warning("third")
+    events = [json.loads(line)["event"] for line in capsys.readouterr().err.splitlines()]
+    assert events == ["first", "second", "third"]
+    logger.info("fourth")
+    flush_logs()
+    assert json.loads(capsys.readouterr().err)["event"] == "fourth"
 
 
 def test_metrics_registries_are_independent() -> None:

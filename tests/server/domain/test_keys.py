@@ -5,6 +5,7 @@ from __future__ import annotations
 import math
 import re
 import zlib
+from collections import Counter
 
 import pytest
 from hypothesis import assume, given, settings
@@ -372,3 +373,14 @@ def test_digest_changes_with_any_character(
 def test_digest_accepts_any_encodable_text(text: str) -> None:
     """Non-ASCII text digests without raising."""
     assert len(digest(text)) == 32
+
+
+def test_secret_characters_are_uniform_over_base62() -> None:
+    """Each of the 62 characters is drawn equally often: no modulo bias.
+
+    With 640,000 draws each count is 10,323 ± 101 (one standard deviation); a plain
+    ``byte % 62`` would draw the first eight characters 25% more often.
+    """
+    counts = Counter("".join(generate_secret(SecretKind.TOKEN)[3:35] for _ in range(20_000)))
+    assert set(counts) == set(BASE62)
+    assert all(abs(n - 10_323) < 1_000 for n in counts.values()), counts

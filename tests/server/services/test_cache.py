@@ -15,6 +15,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from gatepass_server.domain.changes import Change, ChangeKind
+from gatepass_server.domain.machines import Machine, MachineSummary
 from gatepass_server.domain.tokens import M2MToken, TokenFormat
 from gatepass_server.services.cache import VerifyCache
 from gatepass_server.services.interfaces import KeyOwner
@@ -584,10 +585,12 @@ LOOKUPS: Final = st.one_of(
     st.tuples(st.just("scope"), st.tuples(st.sampled_from(MACHINES), st.sampled_from(MACHINES))),
     st.tuples(st.just("jwks"), st.sampled_from(INSTANCES)),
     st.tuples(st.just("token"), st.sampled_from(sorted(TOKENS))),
+    st.tuples(st.just("machine"), st.tuples(st.sampled_from(INSTANCES), st.sampled_from(MACHINES))),
 )
 SUBJECTS_OF: Final = {
     ChangeKind.TOKEN_REVOKED: tuple(TOKENS.values()),
     ChangeKind.MACHINE_DELETED: MACHINES,
+    ChangeKind.MACHINE_UPDATED: MACHINES,
     ChangeKind.MACHINE_KEY_ROTATED: MACHINES,
     ChangeKind.INSTANCE_KEY_ROTATED: INSTANCES,
     ChangeKind.SCOPE_ADDED: MACHINES,
@@ -625,6 +628,7 @@ UNIVERSE: Final[tuple[Lookup, ...]] = (
     *(("scope", (a, b)) for a in MACHINES for b in MACHINES),
     *(("jwks", i) for i in INSTANCES),
     *(("token", d) for d in TOKENS),
+    *(("machine", (i, m)) for i in INSTANCES for m in MACHINES),
 )
 
 
@@ -646,6 +650,16 @@ def _untrue_after(change: Change, entry: Lookup, value: Any) -> bool:
         return (kind is ChangeKind.MACHINE_DELETED and subject in key) or (
             kind in scope_change and key == (subject, change.target)
         )
+    if space == "machine":  # what minting reads: the lifetime and the scopes
+        changed = {
+            ChangeKind.MACHINE_UPDATED,
+            ChangeKind.SCOPE_ADDED,
+            ChangeKind.SCOPE_REMOVED,
+        }
+        return (kind in changed and key == (change.instance_id, subject)) or (
+            kind is ChangeKind.MACHINE_DELETED
+            and (key[1] == subject or subject in {m.id for m in value.scoped_machines})
+        )
     return kind is ChangeKind.SIGNING_KEY_ROTATED and key == subject
 
 
@@ -658,6 +672,8 @@ async def _look_up(cache: VerifyCache, entry: Lookup, answer: Loader) -> Any:
         return await cache.through(cache.scopes, key, answer)
     if space == "jwks":
         return await cache.through(cache.jwks, key, answer)
+    if space == "machine":
+        return await cache.through(cache.machines, key, answer)
     return await cache.token_by_digest(key, answer)
 
 
@@ -670,7 +686,16 @@ def _storage_answer(entry: Lookup, version: int) -> Loader:
         return Loader(version % 2 == 0)
     if space == "jwks":
         return Loader({"kid": f"{key}-{version}"})
+    if space == "machine":
+        return Loader(_machine(*key, version=version))
     return Loader(_token(TOKENS[key], version=version))
+
+
+def _machine(instance_id: str, machine_id: str, *, version: int) -> Machine:
+    """A machine that may call another machine, told by ``version``."""
+    callee = MACHINES[version % len(MACHINES)]
+    summary = MachineSummary(callee, instance_id, callee, 3600, 0, 0)
+    return Machine(machine_id, instance_id, machine_id, 3600 + version, 0, 0, (summary,))
 
 
 async def _served_now(cache: VerifyCache) -> dict[Lookup, Any]:

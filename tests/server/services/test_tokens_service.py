@@ -6,6 +6,7 @@ import asyncio
 from typing import TYPE_CHECKING
 
 import pytest
+from sqlalchemy import delete
 
 from gatepass_server.domain.keys import SecretKind, generate_secret
 from gatepass_server.domain.tokens import MACHINE_DELETED, TokenFormat, VerifyFailure
@@ -18,6 +19,7 @@ from gatepass_server.errors import (
 )
 from gatepass_server.services.auth import InstancePrincipal, MachinePrincipal
 from gatepass_server.services.interfaces import TokenListQuery
+from gatepass_server.storage.tables import machine_scopes, machine_secret_keys, machines
 
 if TYPE_CHECKING:
     from gatepass_server.domain.clock import FixedClock
@@ -185,6 +187,73 @@ async def test_create_for_a_deleted_machine_is_refused(runtime: Runtime, world: 
     await runtime.machines.delete(world.admin.instance_id, world.caller.machine_id)
     with pytest.raises(MachineKeyInvalid):
         await _mint(runtime, world)
+
+
+async def test_concurrent_mints_are_each_stored_and_valid(runtime: Runtime, world: World) -> None:
+    """Mints that share a transaction (group commit) each get their own stored token."""
+    formats = [TokenFormat.OPAQUE, TokenFormat.JWT] * 20
+    created = await asyncio.gather(*(_mint(runtime, world, token_format=f) for f in formats))
+    assert len({c.token.id for c in created}) == len(formats)
+    for minted in created:
+        assert await runtime.tokens.get(world.admin, minted.token.id) == minted.token
+        assert await runtime.tokens.check(world.receiver, minted.secret) == (minted.token, None)
+
+
+async def test_a_shared_mint_transaction_refuses_only_the_deleted_machines_tokens(
+    runtime: Runtime, world: World
+) -> None:
+    """The machine check runs per token inside the shared transaction, not per batch."""
+    before = await _mint(runtime, world)  # the caller is now in the minting cache
+    caller_id = world.caller.machine_id
+    async with runtime.database.write() as conn:  # deleted behind the cache's back
+        await conn.execute(
+            delete(machine_scopes).where(machine_scopes.c.from_machine_id == caller_id)
+        )
+        await conn.execute(
+            delete(machine_secret_keys).where(machine_secret_keys.c.machine_id == caller_id)
+        )
+        await conn.execute(delete(machines).where(machines.c.id == caller_id))
+    mints = [_mint(runtime, world) for _ in range(5)]
+    mints += [
+        runtime.tokens.create(
+            world.bystander,
+            token_format=TokenFormat.OPAQUE,
+            seconds_until_expiration=None,
+            claims=None,
+            min_remaining_ttl_seconds=None,
+        )
+        for _ in range(5)
+    ]
+    outcomes = await asyncio.gather(*mints, return_exceptions=True)
+    assert all(isinstance(o, MachineKeyInvalid) for o in outcomes[:5])
+    for minted in outcomes[5:]:
+        assert not isinstance(minted, BaseException)
+        assert await runtime.tokens.get(world.admin, minted.token.id) == minted.token
+    query = TokenListQuery(
+        subject=caller_id, include_revoked=True, include_expired=True, limit=100, offset=0
+    )
+    assert await runtime.tokens.list(world.admin, query) == ([before.token], 1)
+
+
+async def test_minting_sees_a_new_default_lifetime_and_scope_at_once(
+    runtime: Runtime, world: World, clock: FixedClock
+) -> None:
+    """The machine read for minting is cached, and dropped by the change it depends on."""
+    instance_id = world.admin.instance_id
+    assert (await _mint(runtime, world)).token.expiration == clock.now_ms() + 60_000
+    await runtime.machines.update(instance_id, world.caller.machine_id, default_token_ttl=90)
+    assert (await _mint(runtime, world)).token.expiration == clock.now_ms() + 90_000
+    await runtime.machines.add_scope(
+        instance_id, world.caller.machine_id, world.bystander.machine_id
+    )
+    scopes = (await _mint(runtime, world)).token.scopes
+    assert set(scopes) == {world.receiver.machine_id, world.bystander.machine_id}
+    await runtime.machines.remove_scope(
+        instance_id, world.caller.machine_id, world.receiver.machine_id
+    )
+    assert (await _mint(runtime, world)).token.scopes == (world.bystander.machine_id,)
+    await runtime.machines.delete(instance_id, world.bystander.machine_id)
+    assert (await _mint(runtime, world)).token.scopes == ()
 
 
 async def test_delete_revokes_with_machine_deleted(runtime: Runtime, world: World) -> None:

@@ -315,15 +315,23 @@ async def test_the_first_signing_key_and_each_rotation_record_signing_key_rotate
 
 
 async def test_writes_that_cannot_turn_a_yes_into_a_no_record_nothing(env: Env) -> None:
-    """Creating instances, machines (with scopes) and tokens, and updates, append nothing."""
+    """Creating instances, machines (with scopes) and tokens, and renames, append nothing."""
     await env.runtime.instances.create("another")
     callee = await _machine(env, "callee")
     caller = await _machine(env, "caller", scoped=[callee])
-    await env.runtime.machines.update(env.instance_id, caller, name="renamed", default_token_ttl=60)
+    await env.runtime.machines.update(env.instance_id, caller, name="renamed")
     token = await _mint(env, caller)
     await env.runtime.tokens.verify(env.admin, token.secret)
     await env.runtime.tokens.flush_last_used()
     assert await _after(env, 0) == []
+
+
+async def test_a_new_default_lifetime_is_logged_for_minting_caches(env: Env) -> None:
+    """Every node's minting cache must drop the machine, so the change is logged."""
+    caller = await _machine(env, "caller")
+    await env.runtime.machines.update(env.instance_id, caller, default_token_ttl=60)
+    changes = await _after(env, 0)
+    assert [(c.kind, c.subject) for c in changes] == [(ChangeKind.MACHINE_UPDATED, caller)]
 
 
 # -- changes_after and last_id -------------------------------------------------------------

@@ -23,6 +23,7 @@ class ChangeKind(Enum):
 
     TOKEN_REVOKED = "token_revoked"  # noqa: S105 - a name; subject: token id, target: machine
     MACHINE_DELETED = "machine_deleted"  # subject: machine id
+    MACHINE_UPDATED = "machine_updated"  # subject: machine id (its default token lifetime)
     MACHINE_KEY_ROTATED = "machine_key_rotated"  # subject: machine id
     INSTANCE_KEY_ROTATED = "instance_key_rotated"  # subject: instance id
     SCOPE_ADDED = "scope_added"  # subject: from machine; target: to machine

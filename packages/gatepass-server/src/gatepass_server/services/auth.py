@@ -54,21 +54,25 @@ class KeyAuthenticator:
         Unknown, retired, malformed and deleted-machine keys are all ``None``: the caller
         answers each the same way (SECURITY.md principle 2).
         """
-        kind = kind_of(secret)
-        if kind is None or kind is SecretKind.TOKEN or not is_well_formed(secret, kind):
-            return None
         now = self._clock.now_ms()
         key_digest = digest(secret)
-        find = (
-            self._instances.find_instance_by_key
-            if kind.is_instance_key
-            else self._machines.find_machine_by_key
-        )
-        owner = await self._cache.through(
-            self._cache.keys,
-            key_digest,
-            lambda: find(key_digest, now),
-        )
+        # NOTE: a cache hit needs no format check: only the digest of a stored, hence
+        # well-formed, key can be cached. A miss is checked before storage is asked.
+        owner = self._cache.peek(self._cache.keys, key_digest)
+        if owner is None:
+            kind = kind_of(secret)
+            if kind is None or kind is SecretKind.TOKEN or not is_well_formed(secret, kind):
+                return None
+            find = (
+                self._instances.find_instance_by_key
+                if kind.is_instance_key
+                else self._machines.find_machine_by_key
+            )
+            owner = await self._cache.through(
+                self._cache.keys,
+                key_digest,
+                lambda: find(key_digest, now),
+            )
         # NOTE: a cached key in its rotation grace still ends on time: its expiry is
         # checked here on every call, against the one clock.
         if owner is None or (owner.expires_at is not None and owner.expires_at <= now):

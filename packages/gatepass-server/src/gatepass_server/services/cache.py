@@ -27,6 +27,7 @@ from gatepass_server.domain.changes import Change, ChangeKind
 if TYPE_CHECKING:
     from collections.abc import Awaitable, Callable, Iterable, Mapping
 
+    from gatepass_server.domain.machines import Machine
     from gatepass_server.domain.tokens import M2MToken
     from gatepass_server.services.interfaces import KeyOwner
 
@@ -107,6 +108,8 @@ class VerifyCache:
         self.tokens: _Space[str, M2MToken] = _Space(max_entries)  # token id → record
         self.scopes: _Space[tuple[str, str], bool] = _Space(max_entries)  # (from, to) → exists
         self.jwks: _Space[str, Mapping[str, Any]] = _Space(1024)  # instance → kid → public key
+        # (instance, machine) → the machine, as minting reads it (lifetime, scopes)
+        self.machines: _Space[tuple[str, str], Machine] = _Space(max_entries)
 
     # -- freshness -------------------------------------------------------------------------
 
@@ -131,6 +134,19 @@ class VerifyCache:
 
     # -- lookups ---------------------------------------------------------------------------
 
+    def peek(self, space: _Space[K, V], key: K) -> V | None:
+        """``space[key]`` if cached and trusted; never a storage read."""
+        now = self._monotonic()
+        return space.get(key, now) if self._trusted(now) else None
+
+    def peek_token(self, token_digest: bytes) -> M2MToken | None:
+        """The opaque token with this digest if cached and trusted; never a storage read."""
+        now = self._monotonic()
+        if not self._trusted(now):
+            return None
+        token_id = self.token_ids.get(token_digest, now)
+        return None if token_id is None else self.tokens.get(token_id, now)
+
     async def through(
         self,
         space: _Space[K, V],
@@ -138,12 +154,11 @@ class VerifyCache:
         load: Callable[[], Awaitable[V | None]],
     ) -> V | None:
         """``space[key]`` if cached and trusted, else ``load()`` (kept unless ``None``)."""
+        found = self.peek(space, key)
+        if found is not None:
+            return found
         now = self._monotonic()
         trusted = self._trusted(now)
-        if trusted:
-            found = space.get(key, now)
-            if found is not None:
-                return found
         epoch = self.epoch
         value = await load()
         if value is not None and trusted and epoch == self.epoch:
@@ -160,13 +175,11 @@ class VerifyCache:
         Kept as digest → id → record, so that a revocation, which names the id, drops the
         record in one step.
         """
+        found = self.peek_token(token_digest)
+        if found is not None:
+            return found
         now = self._monotonic()
         trusted = self._trusted(now)
-        if trusted:
-            token_id = self.token_ids.get(token_digest, now)
-            found = None if token_id is None else self.tokens.get(token_id, now)
-            if found is not None:
-                return found
         epoch = self.epoch
         token = await load()
         if token is not None and trusted and epoch == self.epoch:
@@ -190,6 +203,13 @@ class VerifyCache:
             case ChangeKind.MACHINE_DELETED:
                 self.keys.drop_where(lambda _, owner: owner.machine_id == subject)
                 self.scopes.drop_where(lambda pair, _: subject in pair)
+                self.machines.drop_where(
+                    lambda key, machine: (
+                        key[1] == subject or any(m.id == subject for m in machine.scoped_machines)
+                    )
+                )
+            case ChangeKind.MACHINE_UPDATED:
+                self.machines.drop((change.instance_id, subject))
             case ChangeKind.MACHINE_KEY_ROTATED:
                 self.keys.drop_where(lambda _, owner: owner.machine_id == subject)
             case ChangeKind.INSTANCE_KEY_ROTATED:
@@ -198,6 +218,7 @@ class VerifyCache:
                 )
             case ChangeKind.SCOPE_ADDED | ChangeKind.SCOPE_REMOVED:
                 self.scopes.drop((subject, change.target or ""))
+                self.machines.drop((change.instance_id, subject))
             case ChangeKind.SIGNING_KEY_ROTATED:
                 self.jwks.drop(subject)
             case None:  # a kind from a newer release: forget everything
@@ -206,6 +227,6 @@ class VerifyCache:
     def clear(self) -> None:
         """Forget everything."""
         self.epoch += 1
-        for space in (self.keys, self.token_ids, self.tokens, self.scopes):
+        for space in (self.keys, self.token_ids, self.tokens, self.scopes, self.machines):
             space.clear()
         self.jwks.clear()

@@ -43,7 +43,7 @@ __all__ = [
 ]
 
 POLL_SECONDS: Final = 1.0
-FAST_POLL_SECONDS: Final = 0.1
+FAST_POLL_SECONDS: Final = 0.05
 SYNC_TIMEOUT_SECONDS: Final = 2.0
 PRUNE_EVERY_SECONDS: Final = 600.0
 _BATCH: Final = 1000

@@ -98,7 +98,12 @@ class TokenService:
         min_remaining_ttl_seconds: int | None,
     ) -> CreatedToken:
         """Mint a token for the calling machine, or hand back a reusable one."""
-        machine = await self._machines.get_machine(caller.instance_id, caller.machine_id)
+        # NOTE: cached, like keys: a deletion racing this mint is caught by insert_token.
+        machine = await self._cache.through(
+            self._cache.machines,
+            (caller.instance_id, caller.machine_id),
+            lambda: self._machines.get_machine(caller.instance_id, caller.machine_id),
+        )
         if machine is None:  # deleted between authentication and now
             raise MachineKeyInvalid
         now = self._clock.now_ms()
@@ -226,8 +231,12 @@ class TokenService:
     # -- lookups, through the verification cache -------------------------------------------
 
     async def _lookup(self, instance_id: str, presented: str) -> M2MToken | None:
+        token_digest = digest(presented)
+        # NOTE: as for keys, a cache hit is the digest of a stored, hence well-formed, token.
+        cached = self._cache.peek_token(token_digest)
+        if cached is not None:
+            return cached
         if is_well_formed(presented, SecretKind.TOKEN):
-            token_digest = digest(presented)
             return await self._cache.token_by_digest(
                 token_digest,
                 lambda: self._tokens.token_by_digest(token_digest),

@@ -10,6 +10,7 @@ scope adds, rotations and deletes therefore run in some serial order. On SQLite,
 from __future__ import annotations
 
 import json
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import and_, delete, func, insert, or_, select, update
@@ -33,6 +34,7 @@ from gatepass_server.services.interfaces import (
     TokenListQuery,
 )
 from gatepass_server.storage.changes import change, record_changes, revoked_token_change
+from gatepass_server.storage.group_commit import GroupCommit
 from gatepass_server.storage.tables import (
     instance_keys,
     instances,
@@ -370,6 +372,10 @@ class SqlMachineStore:
             )
             if result.rowcount == 0:
                 return None
+            if default_token_ttl is not None:  # what minting reads, through the cache
+                await record_changes(
+                    conn, [change(instance_id, ChangeKind.MACHINE_UPDATED, machine_id)], now_ms
+                )
             return await _load_machine(conn, instance_id, machine_id)
 
     async def delete_machine(self, instance_id: str, machine_id: str, *, now_ms: int) -> bool:
@@ -648,11 +654,41 @@ def _token(row: Any) -> M2MToken:  # a Row of _TOKEN_COLUMNS
     )
 
 
+@dataclass(frozen=True, slots=True)
+class _NewToken:
+    token: M2MToken
+    digest: bytes | None
+    sealed: bytes | None
+    kid: str | None
+
+
+def _token_row(new: _NewToken) -> dict[str, Any]:
+    token = new.token
+    return {
+        "id": token.id,
+        "instance_id": token.instance_id,
+        "subject": token.subject,
+        "token_format": token.token_format.value,
+        "digest": new.digest,
+        "sealed": new.sealed,
+        "kid": new.kid,
+        "claims": None if token.claims is None else canonical_json(token.claims),
+        "scopes": canonical_json(list(token.scopes)),
+        "expiration": token.expiration,
+        "revoked_at": None,
+        "revocation_reason": None,
+        "last_used_at": None,
+        "created_at": token.created_at,
+        "updated_at": token.updated_at,
+    }
+
+
 class SqlTokenStore:
     """M2M token records."""
 
     def __init__(self, database: Database) -> None:
         self._db = database
+        self._inserts = GroupCommit(self._insert_batch)
 
     async def insert_token(
         self,
@@ -664,36 +700,25 @@ class SqlTokenStore:
     ) -> bool:
         """Store a new token; committed when this returns.
 
-        ``False``, and nothing stored, if the token's machine no longer exists.
+        ``False``, and nothing stored, if the token's machine no longer exists. Concurrent
+        inserts share a transaction (:mod:`gatepass_server.storage.group_commit`).
         """
+        return await self._inserts.submit(_NewToken(token, digest, sealed, kid))
+
+    async def _insert_batch(self, batch: Sequence[_NewToken]) -> list[bool]:
         async with self._db.write() as conn:
-            # NOTE: the machine is checked in the inserting transaction, under a share lock
+            # NOTE: each machine is checked in the inserting transaction, under a share lock
             # that a concurrent delete (FOR UPDATE) must wait for. Checked only before it,
             # a delete committing in between would leave a live token of a deleted machine
-            # (SECURITY.md principle 9: delete-while-minting).
-            if not await _lock_machine(conn, token.instance_id, token.subject, share=True):
-                return False
-            await conn.execute(
-                insert(m2m_tokens).values(
-                    id=token.id,
-                    instance_id=token.instance_id,
-                    subject=token.subject,
-                    token_format=token.token_format.value,
-                    digest=digest,
-                    sealed=sealed,
-                    kid=kid,
-                    claims=None if token.claims is None else canonical_json(token.claims),
-                    scopes=canonical_json(list(token.scopes)),
-                    expiration=token.expiration,
-                    revoked_at=None,
-                    revocation_reason=None,
-                    last_used_at=None,
-                    created_at=token.created_at,
-                    updated_at=token.updated_at,
-                ),
-            )
+            # (SECURITY.md principle 9: delete-while-minting). Locks are taken in id order.
+            owners = sorted({(new.token.instance_id, new.token.subject) for new in batch})
+            alive = {owner for owner in owners if await _lock_machine(conn, *owner, share=True)}
+            stored = [(new.token.instance_id, new.token.subject) in alive for new in batch]
+            rows = [_token_row(new) for new, keep in zip(batch, stored, strict=True) if keep]
+            if rows:
+                await conn.execute(insert(m2m_tokens), rows)
             failpoints.hit("token_insert_before_commit")
-            return True
+            return stored
 
     async def token_by_digest(self, digest: bytes) -> M2MToken | None:
         """The opaque token with this secret digest, in any instance."""

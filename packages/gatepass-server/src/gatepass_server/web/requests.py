@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Final
 
 from gatepass_server.web.inputs import Form, read_json_object
 
@@ -13,12 +13,16 @@ if TYPE_CHECKING:
 
     from gatepass_server.runtime import Runtime
 
-__all__ = ["read_form", "runtime_of"]
+__all__ = ["RUNTIME_KEY", "read_form", "runtime_of"]
+
+
+RUNTIME_KEY: Final = "gatepass.runtime"
+"""Where :class:`~gatepass_server.web.direct.DirectRoutes` puts the runtime in the scope."""
 
 
 def runtime_of(request: Request) -> Runtime:
     """The runtime the app was built around."""
-    runtime: Runtime = request.app.state.runtime
+    runtime: Runtime = request.scope[RUNTIME_KEY]
     return runtime
 
 
