@@ -18,6 +18,10 @@ tells its type apart, answers from its caches, and reads what the server or the 
   from every cache. If the feed cannot be read (the server is down, or a long poll has
   not returned within ``wait + 5`` seconds), cached answers and local JWT verification
   stop: requests get ``verification-unavailable`` until the feed is read again.
+- **A token seen before** is answered from these caches first
+  (:meth:`Verification.cached_answer`): one lookup, then the same checks (the entry's age,
+  the feed's, the accepted types, revocation, expiry with leeway, audience); on any doubt
+  the full path runs and gives the answer with its reason.
 """
 
 from __future__ import annotations
@@ -26,10 +30,11 @@ import asyncio
 import contextlib
 import dataclasses
 import functools
+import math
 import threading
 import time
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Final
+from typing import TYPE_CHECKING, Final, TypeAlias
 
 from gatepass import _calls
 from gatepass._exceptions import (
@@ -63,6 +68,8 @@ _FEED_GRACE: Final = 5.0
 _FEED_RETRY_START: Final = 0.5
 _FEED_RETRY_CAP: Final = 10.0
 _PRUNE_EVERY: Final = 60.0
+_M2M: Final = TokenType.M2M_TOKEN
+_M2M_ONLY: Final = frozenset({_M2M})
 
 _UNAVAILABLE: Final = RequestState.rejected(
     AuthReason.VERIFICATION_UNAVAILABLE,
@@ -134,31 +141,41 @@ class VerificationOptions:
         return self.revocation_wait + _FEED_GRACE
 
 
-class _Bounded(dict[str, tuple[RequestState, float]]):
-    """Token → (answer, monotonic deadline), the oldest entry dropped when full."""
+_Entry: TypeAlias = tuple[RequestState, float, float]
+"""A cached answer: the state, its monotonic deadline, and the ``clock() * 1000`` from
+which the token counts as expired (its expiration in Unix ms plus any leeway; infinite
+for a token without one)."""
+
+
+class _Bounded(dict[str, _Entry]):
+    """Token → cached answer (:data:`_Entry`), the oldest entry dropped when full."""
 
     def __init__(self, size: int) -> None:
         super().__init__()
         self.size = size
 
-    def put(self, key: str, state: RequestState, deadline: float) -> None:
+    def put(self, key: str, state: RequestState, deadline: float, expires_ms: float) -> None:
         if key not in self and len(self) >= self.size:
             with contextlib.suppress(StopIteration, KeyError, RuntimeError):
                 del self[next(iter(self))]
-        self[key] = (state, deadline)
+        self[key] = (state, deadline, expires_ms)
 
 
 class Revocations:
     """What the revocation feed has said so far (sans I/O).
 
     ``revoked`` maps token ids to their expiry (Unix ms); entries leave once expired.
-    ``synced_at`` is the monotonic time the feed was last read to its end.
+    ``synced_at`` is the monotonic time the feed was last read to its end, and
+    ``trusted_until`` the monotonic time up to which that read is trusted
+    (``synced_at + max_staleness``, or minus infinity while nothing is trusted).
     """
 
-    def __init__(self) -> None:
+    def __init__(self, max_staleness: float) -> None:
+        self.max_staleness = max_staleness
         self.revoked: dict[str, int] = {}
         self.cursor = "0"
         self.synced_at: float | None = None
+        self.trusted_until = -math.inf
         self.key_refused = False
         self._pruned_at = 0.0
 
@@ -170,28 +187,33 @@ class Revocations:
         self.key_refused = False
         if not page.has_more:
             self.synced_at = now
+            self.trusted_until = now + self.max_staleness
         if now - self._pruned_at >= _PRUNE_EVERY:
             self._pruned_at = now
             self.revoked = {i: exp for i, exp in self.revoked.items() if exp > now_ms}
 
     def failed(self, error: BaseException | None = None) -> None:
         """A read failed: nothing is known to be current until the next one succeeds."""
+        self.trusted_until = -math.inf
         self.synced_at = None
         self.key_refused = isinstance(error, AuthenticationError)
 
-    def fresh(self, now: float, max_staleness: float) -> bool:
+    def fresh(self, now: float) -> bool:
         """Whether the feed was read to its end recently enough to trust what it says."""
-        synced = self.synced_at
-        return synced is not None and now - synced <= max_staleness
+        return now <= self.trusted_until
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class _Opaque:
+    """Verifying this opaque token needs its cached answer or the server."""
+
     token: str
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class _Jwt:
+    """Verifying this JWT needs its cached answer or the JWKS."""
+
     token: str
 
 
@@ -225,28 +247,58 @@ class Verification:
         self.jwks = JwksCache(
             max_age=options.jwks_max_age, refetch_cooldown=options.jwks_refetch_cooldown
         )
-        self.revocations = Revocations()
+        self.revocations = Revocations(options.max_feed_staleness)
 
-    def begin(
-        self, request: object, accepts: frozenset[TokenType]
-    ) -> RequestState | _Opaque | _Jwt:
-        """Read the request's token; a final answer, or what verifying it needs."""
+    def read_token(self, request: object) -> str | RequestState:
+        """The request's bearer token, or the final answer when it carries none."""
         found = bearer_token(request)
-        if not isinstance(found, Credentials):
-            return found
-        return self.begin_token(found.token, accepts)
+        return found.token if isinstance(found, Credentials) else found
+
+    def cached_answer(
+        self, token: str, accepts: frozenset[TokenType], audience: str | None
+    ) -> RequestState | None:
+        """The cached answer for ``token`` when it stands as it is, else ``None``.
+
+        This is the path of a token seen before: one lookup, one read of each clock, nothing
+        built. It answers only when every check of the full path would end in this
+        very answer: the entry is within its deadline, the revocation feed is trusted (when
+        followed), M2M tokens are accepted, and for a valid token, it is not revoked, not
+        expired and scoped to ``audience``. Any other case is ``None``, and the full path
+        (:meth:`begin_token`, then :meth:`cached`) gives the answer and its reason.
+        """
+        entry = self.jwts.get(token) or self.opaque.get(token)
+        if entry is None:
+            return None
+        state, deadline, expires_ms = entry
+        now = self.monotonic()
+        if (
+            now >= deadline
+            # ``not <=`` rather than ``>``: a NaN clock is never trusted, as in fresh().
+            or (self.options.follow_revocations and not now <= self.revocations.trusted_until)
+            or (accepts is not _M2M_ONLY and _M2M not in accepts)
+        ):
+            return None
+        if not state.is_authenticated:
+            return state
+        if (
+            state.token_id in self.revocations.revoked
+            or self.clock() * 1000 >= expires_ms
+            or (audience is not None and audience not in state.scopes)
+        ):
+            return None
+        return state
 
     def begin_token(
         self, token: str, accepts: frozenset[TokenType]
     ) -> RequestState | _Opaque | _Jwt:
         """Tell the token's type apart; a final answer, or what verifying it needs."""
         # A JWT seen before is an M2M token: skip decoding its payload again.
-        kind = TokenType.M2M_TOKEN if token in self.jwts else _detect(token)
+        kind = _M2M if token in self.jwts else _detect(token)
         if kind is None or kind not in accepts:
             return RequestState.rejected(
                 AuthReason.TOKEN_TYPE_MISMATCH, "This route does not accept this kind of token"
             )
-        if kind is not TokenType.M2M_TOKEN:
+        if kind is not _M2M:
             return RequestState.rejected(
                 AuthReason.TOKEN_TYPE_NOT_SUPPORTED,
                 f"Gatepass verifies M2M tokens, not a {kind.value}",
@@ -261,7 +313,7 @@ class Verification:
 
     def feed_fresh(self) -> bool:
         """Whether the revocation feed may be trusted right now."""
-        return self.revocations.fresh(self.monotonic(), self.options.max_feed_staleness)
+        return self.monotonic() <= self.revocations.trusted_until
 
     def feed_unavailable(self) -> RequestState:
         """The answer while the feed cannot be trusted: this side's fault, so never a 401."""
@@ -272,26 +324,31 @@ class Verification:
         entry = cache.get(token)
         if entry is None:
             return None
-        state, deadline = entry
-        if self.monotonic() >= deadline:
+        state, deadline, expires_ms = entry
+        now = self.monotonic()
+        if now >= deadline:
             cache.pop(token, None)
             return None
         if not state.is_authenticated:
             return state
-        if self.following and not self.feed_fresh():
+        if self.following and not self.revocations.fresh(now):
             return self.feed_unavailable()
-        return self._still_valid(state, audience, local=cache is self.jwts)
+        return self._still_valid(state, audience, expires_ms)
+
+    def _expires_ms(self, expiration: int | None, *, local: bool) -> float:
+        """The ``clock() * 1000`` from which a token expiring at ``expiration`` is expired."""
+        if expiration is None:
+            return math.inf
+        # NOTE: leeway is for clock skew against a JWT's issuer; the server judged an opaque
+        # token's expiry itself, so a cached answer for one ends at its expiration exactly.
+        return expiration + (self.options.leeway * 1000 if local else 0)
 
     def _still_valid(
-        self, state: RequestState, audience: str | None, *, local: bool
+        self, state: RequestState, audience: str | None, expires_ms: float
     ) -> RequestState:
         if state.token_id in self.revocations.revoked:
             return _REVOKED
-        # NOTE: leeway is for clock skew against a JWT's issuer; the server judged an opaque
-        # token's expiry itself, so a cached answer for one ends at its expiration exactly.
-        leeway_ms = self.options.leeway * 1000 if local else 0
-        expiration = state.expiration
-        if expiration is not None and self.clock() * 1000 >= expiration + leeway_ms:
+        if self.clock() * 1000 >= expires_ms:
             return _EXPIRED
         if audience is not None and audience not in state.scopes:
             return _WRONG_AUDIENCE
@@ -306,13 +363,15 @@ class Verification:
             token_id=record.id,
             expiration=record.expiration,
         )
-        self._remember(self.opaque, token, state, record.expiration)
-        return self._still_valid(state, audience, local=False)
+        expires_ms = self._expires_ms(record.expiration, local=False)
+        self._remember(self.opaque, token, state, record.expiration, expires_ms)
+        return self._still_valid(state, audience, expires_ms)
 
     def opaque_failed(self, token: str, error: Exception) -> RequestState:
         """The state for a verify request that failed; only a real "no" is cached."""
         if isinstance(error, TokenVerificationError):
-            self.opaque.put(token, _INVALID, self.monotonic() + self.options.negative_cache_ttl)
+            deadline = self.monotonic() + self.options.negative_cache_ttl
+            self.opaque.put(token, _INVALID, deadline, math.inf)
             return _INVALID
         if isinstance(error, AuthenticationError):
             return _KEY_REFUSED
@@ -358,8 +417,9 @@ class Verification:
         if isinstance(outcome, JwtRejected):
             return self._reject_jwt(token, outcome)
         state = _state_of(outcome)
-        self._remember(self.jwts, token, state, outcome.expiration)
-        return self._still_valid(state, audience, local=True)
+        expires_ms = self._expires_ms(outcome.expiration, local=True)
+        self._remember(self.jwts, token, state, outcome.expiration, expires_ms)
+        return self._still_valid(state, audience, expires_ms)
 
     def _reject_jwt(self, token: str, rejected: JwtRejected | None) -> RequestState:
         state = (
@@ -367,16 +427,21 @@ class Verification:
             if rejected is None
             else RequestState.rejected(rejected.reason, rejected.message, TokenType.M2M_TOKEN)
         )
-        self.jwts.put(token, state, self.monotonic() + self.options.negative_cache_ttl)
+        self.jwts.put(token, state, self.monotonic() + self.options.negative_cache_ttl, math.inf)
         return state
 
     def _remember(
-        self, cache: _Bounded, token: str, state: RequestState, expiration: int | None
+        self,
+        cache: _Bounded,
+        token: str,
+        state: RequestState,
+        expiration: int | None,
+        expires_ms: float,
     ) -> None:
         ttl = self.options.token_cache_ttl
         if expiration is not None:
             ttl = min(ttl, max(0.0, expiration / 1000 - self.clock()))
-        cache.put(token, state, self.monotonic() + ttl)
+        cache.put(token, state, self.monotonic() + ttl, expires_ms)
 
     def feed_page(self, page: RevocationPage) -> None:
         """Take in a page of the revocation feed."""
@@ -409,6 +474,8 @@ def _accepts_one(value: str) -> frozenset[TokenType]:
 
 def _accepts(value: AcceptsToken) -> frozenset[TokenType]:
     """``accepted_types``, remembered for the usual single names ("m2m_token", "any")."""
+    if value is _M2M:
+        return _M2M_ONLY
     return _accepts_one(value) if isinstance(value, str) else accepted_types(value)
 
 
@@ -448,13 +515,22 @@ class Authenticator:
         self, request: object, *, accepts_token: AcceptsToken, audience: str | None
     ) -> RequestState:
         """See :meth:`gatepass.Gatepass.authenticate_request`."""
-        return self._verify(self._v.begin(request, _accepts(accepts_token)), audience)
+        accepts = _accepts(accepts_token)
+        token = self._v.read_token(request)
+        if isinstance(token, RequestState):
+            return token
+        if (hit := self._v.cached_answer(token, accepts, audience)) is not None:
+            return hit
+        return self._verify(self._v.begin_token(token, accepts), audience)
 
     def authenticate_token(
         self, token: str, *, accepts_token: AcceptsToken, audience: str | None
     ) -> RequestState:
         """See :meth:`gatepass.Gatepass.authenticate_token`."""
-        return self._verify(self._v.begin_token(token, _accepts(accepts_token)), audience)
+        accepts = _accepts(accepts_token)
+        if (hit := self._v.cached_answer(token, accepts, audience)) is not None:
+            return hit
+        return self._verify(self._v.begin_token(token, accepts), audience)
 
     def _verify(self, step: RequestState | _Opaque | _Jwt, audience: str | None) -> RequestState:
         if isinstance(step, RequestState):
@@ -564,13 +640,35 @@ class AsyncAuthenticator:
         self, request: object, *, accepts_token: AcceptsToken, audience: str | None
     ) -> RequestState:
         """See :meth:`gatepass.AsyncGatepass.authenticate_request`."""
-        return await self._verify(self._v.begin(request, _accepts(accepts_token)), audience)
+        accepts = _accepts(accepts_token)
+        token = self._v.read_token(request)
+        if isinstance(token, RequestState):
+            return token
+        if self._settled() and (hit := self._v.cached_answer(token, accepts, audience)) is not None:
+            return hit
+        return await self._verify(self._v.begin_token(token, accepts), audience)
 
     async def authenticate_token(
         self, token: str, *, accepts_token: AcceptsToken, audience: str | None
     ) -> RequestState:
         """See :meth:`gatepass.AsyncGatepass.authenticate_token`."""
-        return await self._verify(self._v.begin_token(token, _accepts(accepts_token)), audience)
+        accepts = _accepts(accepts_token)
+        if self._settled() and (hit := self._v.cached_answer(token, accepts, audience)) is not None:
+            return hit
+        return await self._verify(self._v.begin_token(token, accepts), audience)
+
+    def _settled(self) -> bool:
+        """Whether a cached answer may be given without ``_verify``'s preparations.
+
+        That is: the running loop is bound already (binding another stops trust in the
+        feed) and, when the feed is followed, its task is still running (not restarted).
+        """
+        if self._loop is not asyncio.get_running_loop():
+            return False
+        if not self._v.options.follow_revocations:
+            return True
+        task = self._feed_task
+        return task is not None and not task.done()
 
     async def _verify(
         self, step: RequestState | _Opaque | _Jwt, audience: str | None
