@@ -30,6 +30,14 @@ serve: $(STAMP) ## Start the server on the embedded default (SQLite in ./gatepas
 test: $(STAMP) ## Run the whole test suite (PostgreSQL tests skip with a reason if it is absent, unless CI=true)
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 
+.PHONY: bench
+bench: $(STAMP) ## Measure every DESIGN.md performance target (~25 min); report in bench/results/
+	$(BIN)/python -m bench
+
+.PHONY: bench-quick
+bench-quick: $(STAMP) ## The same rows, shorter and smaller (~3 min); report in bench/results/quick/
+	$(BIN)/python -m bench --quick
+
 .PHONY: lint
 lint: $(STAMP) ## Ruff and mypy --strict
 	$(BIN)/ruff check .
