@@ -541,7 +541,7 @@ def soak(run: Run) -> None:
         return
     with _gatepass(run, "sqlite", "soak") as node:
         good = _verify_bodies(node.tokens(1_000))
-        bad = _verify_bodies(seed.token_secrets(run.plan.soak_bad_tokens))
+        bad = _verify_bodies(_bad_tokens(run.plan.soak_bad_tokens))
         # One valid token in ten: the cached path, between first-time misses of bad ones.
         bodies = [
             body
@@ -569,6 +569,16 @@ def soak(run: Run) -> None:
             {"load": samples.pop("load")},
         )
     )
+
+
+def _bad_tokens(count: int) -> list[str]:
+    """Distinct tokens no server knows.
+
+    Half are well-formed (each a storage miss), half carry a wrong checksum (refused
+    before storage).
+    """
+    secrets = seed.token_secrets(count)
+    return [s if i % 2 else s[:-1] + ("A" if s[-1] != "A" else "B") for i, s in enumerate(secrets)]
 
 
 def _sample_while(run: Run, server: servers.ServerProcess, workload: Workload) -> dict[str, Any]:
