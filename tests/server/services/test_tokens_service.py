@@ -148,6 +148,20 @@ async def test_last_used_never_moves_backwards(
     )
 
 
+async def test_last_used_of_many_tokens_lands_in_chunks(
+    runtime: Runtime, world: World, clock: FixedClock
+) -> None:
+    """A flush larger than one chunk advances every token it names, and only forwards."""
+    created = await asyncio.gather(*(_mint(runtime, world) for _ in range(2_500)))
+    used = {c.token.id: clock.now_ms() + i for i, c in enumerate(created)}
+    stale = created[0].token.id
+    await runtime.tokens._tokens.record_last_used(used)
+    await runtime.tokens._tokens.record_last_used({stale: clock.now_ms() - 1})
+    for minted in (created[0], created[1_234], created[-1]):
+        token = await runtime.tokens.get(world.admin, minted.token.id)
+        assert token.last_used_at == used[minted.token.id]
+
+
 async def test_last_used_writer_flushes_when_cancelled(
     runtime: Runtime, world: World, clock: FixedClock
 ) -> None:

@@ -33,7 +33,7 @@ if TYPE_CHECKING:
 
 __all__ = ["CACHE_TTL_SECONDS", "MAX_ENTRIES", "STALE_AFTER_SECONDS", "VerifyCache"]
 
-CACHE_TTL_SECONDS: Final = 10.0
+CACHE_TTL_SECONDS: Final = 60.0
 """How long an entry lives at most, even if no change ever names it."""
 
 STALE_AFTER_SECONDS: Final = 3.0

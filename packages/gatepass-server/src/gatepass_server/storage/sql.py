@@ -11,9 +11,9 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Final
 
-from sqlalchemy import and_, delete, func, insert, or_, select, update
+from sqlalchemy import and_, bindparam, delete, func, insert, or_, select, update
 from sqlalchemy.exc import IntegrityError
 
 from gatepass_server import failpoints
@@ -654,6 +654,10 @@ def _token(row: Any) -> M2MToken:  # a Row of _TOKEN_COLUMNS
     )
 
 
+_LAST_USED_CHUNK: Final = 1_000
+"""``last_used_at`` updates per transaction: short enough not to stall minting."""
+
+
 @dataclass(frozen=True, slots=True)
 class _NewToken:
     token: M2MToken
@@ -865,16 +869,26 @@ class SqlTokenStore:
         return row is not None
 
     async def record_last_used(self, used: dict[str, int]) -> None:
-        """Advance ``last_used_at`` (never backwards) of many tokens in one transaction."""
+        """Advance ``last_used_at`` (never backwards) of many tokens.
+
+        One statement executed for a chunk of rows per transaction: a statement per token
+        would hold SQLite's write lock, which minting waits for, across thousands of
+        round trips.
+        """
         if not used:
             return
-        async with self._db.write() as conn:
-            for token_id, at in sorted(used.items()):
-                await conn.execute(
-                    update(m2m_tokens)
-                    .where(
-                        m2m_tokens.c.id == token_id,
-                        or_(m2m_tokens.c.last_used_at.is_(None), m2m_tokens.c.last_used_at < at),
-                    )
-                    .values(last_used_at=at),
-                )
+        statement = (
+            update(m2m_tokens)
+            .where(
+                m2m_tokens.c.id == bindparam("token_id"),
+                or_(
+                    m2m_tokens.c.last_used_at.is_(None),
+                    m2m_tokens.c.last_used_at < bindparam("at"),
+                ),
+            )
+            .values(last_used_at=bindparam("at"))
+        )
+        rows = [{"token_id": token_id, "at": at} for token_id, at in sorted(used.items())]
+        for start in range(0, len(rows), _LAST_USED_CHUNK):
+            async with self._db.write() as conn:
+                await conn.execute(statement, rows[start : start + _LAST_USED_CHUNK])
