@@ -35,6 +35,7 @@ from gatepass._auth import (
     _Opaque,
 )
 from gatepass._exceptions import AuthenticationError, TokenVerificationError
+from gatepass._jwt import MAX_TOKEN_LENGTH
 from gatepass._models import M2MToken, RevocationPage
 from gatepass_server.domain import jwt as server_jwt
 from gatepass_server.domain.keys import SecretKind, generate_secret, new_machine_id, new_token_id
@@ -434,6 +435,27 @@ def test_a_cached_token_is_refused_by_the_first_call_after_its_revocation_arrive
     assert receiver.client.authenticate_token(token).reason is AuthReason.TOKEN_REVOKED
     assert receiver.authenticate(token).reason is AuthReason.TOKEN_REVOKED
     assert receiver.server.count(VERIFY_PATH) == int(token_format == "opaque")
+
+
+@pytest.mark.parametrize("token_format", ["jwt", "opaque"])
+def test_a_cached_yes_skips_parsing_only_for_a_plainly_sent_token(
+    receiver: Receiver, token_format: str
+) -> None:
+    """Any other header shape gets the full parse, and its answer, cached token or not."""
+    token, _ = receiver.token(token_format)
+    assert receiver.authenticate(token).is_authenticated
+    check = receiver.client.authenticate_request
+    plain = f"Bearer {token}".encode()
+    assert check({"type": "http", "headers": [(b"authorization", plain)]}).is_authenticated
+    assert check({"Authorization": f"bearer   {token}"}).is_authenticated
+    twice = {"type": "http", "headers": [(b"authorization", plain)] * 2}
+    assert check(twice).reason is AuthReason.AUTHORIZATION_MALFORMED
+    assert check({"Authorization": f"Bearer {token},x"}).reason is (
+        AuthReason.AUTHORIZATION_MALFORMED
+    )
+    padded = f"Bearer {token}" + " " * (MAX_TOKEN_LENGTH + 300)  # too long to parse
+    assert check({"Authorization": padded}).reason is AuthReason.AUTHORIZATION_MALFORMED
+    assert check({"Authorization": f"Basic {token}"}).reason is AuthReason.TOKEN_MISSING
 
 
 @pytest.mark.parametrize(

@@ -43,7 +43,13 @@ from gatepass._exceptions import (
     TokenVerificationError,
 )
 from gatepass._jwt import JwksCache, JwksKeys, JwtRejected, VerifiedJwt, read_header, verify_jwt
-from gatepass._requests import AcceptsToken, Credentials, accepted_types, bearer_token
+from gatepass._requests import (
+    AcceptsToken,
+    Credentials,
+    accepted_types,
+    bearer_token,
+    plain_bearer,
+)
 from gatepass._requests import detect_token_type as _detect
 from gatepass._state import AuthReason, RequestState, TokenType
 
@@ -253,6 +259,20 @@ class Verification:
         """The request's bearer token, or the final answer when it carries none."""
         found = bearer_token(request)
         return found.token if isinstance(found, Credentials) else found
+
+    def cached_request_answer(
+        self, request: object, accepts: frozenset[TokenType], audience: str | None
+    ) -> RequestState | None:
+        """:meth:`cached_answer` for a request sending ``Bearer <token>`` plainly.
+
+        Only a yes is given here: a token that verified has the bearer syntax, so its
+        header needs no further parsing; anything else goes the full way.
+        """
+        token = plain_bearer(request)
+        if token is None:
+            return None
+        hit = self.cached_answer(token, accepts, audience)
+        return hit if hit is not None and hit.is_authenticated else None
 
     def cached_answer(
         self, token: str, accepts: frozenset[TokenType], audience: str | None
@@ -516,6 +536,8 @@ class Authenticator:
     ) -> RequestState:
         """See :meth:`gatepass.Gatepass.authenticate_request`."""
         accepts = _accepts(accepts_token)
+        if (hit := self._v.cached_request_answer(request, accepts, audience)) is not None:
+            return hit
         token = self._v.read_token(request)
         if isinstance(token, RequestState):
             return token
@@ -641,6 +663,9 @@ class AsyncAuthenticator:
     ) -> RequestState:
         """See :meth:`gatepass.AsyncGatepass.authenticate_request`."""
         accepts = _accepts(accepts_token)
+        hit = self._v.cached_request_answer(request, accepts, audience) if self._settled() else None
+        if hit is not None:
+            return hit
         token = self._v.read_token(request)
         if isinstance(token, RequestState):
             return token

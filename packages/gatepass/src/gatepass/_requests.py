@@ -43,6 +43,8 @@ AcceptsToken: TypeAlias = TokenType | str | Sequence[TokenType | str]
 # machine id twice (``aud`` and ``scopes``) and outgrows 4 KiB long before 150 scopes.
 # The slack covers the scheme and the spaces tolerated around the token.
 _MAX_HEADER_LENGTH: Final = MAX_TOKEN_LENGTH + 256
+_AUTHORIZATION_LENGTH: Final = len("authorization")
+_PLAIN_PREFIX: Final = "Bearer "
 
 # NOTE: RFC 6750 §2.1: b64token = 1*( ALPHA / DIGIT / "-" / "." / "_" / "~" / "+" / "/" )
 # *"=". Everything else (whitespace, commas, quotes, controls, non-ASCII) is malformed.
@@ -115,6 +117,22 @@ def bearer_token(request: object) -> Credentials | RequestState:
     if len(values) > 1:
         return _DUPLICATED
     return _parse_authorization(values[0])
+
+
+def plain_bearer(request: object) -> str | None:
+    """The token of a request whose one ``Authorization`` is exactly ``Bearer <token>``.
+
+    ``None`` for anything else (several headers, another spelling, extra spaces, too
+    long), which :func:`bearer_token` then reads in full. Nothing here checks the token's
+    syntax: the caller uses this only to find a token it has already verified.
+    """
+    values = _authorization_values(request)
+    if len(values) != 1:
+        return None
+    value = values[0]
+    if len(value) > _MAX_HEADER_LENGTH or not value.startswith(_PLAIN_PREFIX):
+        return None
+    return value[len(_PLAIN_PREFIX) :]
 
 
 def detect_token_type(token: str) -> TokenType | None:
@@ -195,7 +213,9 @@ def _parse_token(token: str) -> Credentials | RequestState:
 
 def _authorization_values(request: object) -> list[str]:
     """Every ``Authorization`` value ``request`` carries, in the order received."""
-    if isinstance(request, Mapping) and "type" in request and "headers" in request:
+    if (type(request) is dict or isinstance(request, Mapping)) and (
+        "type" in request and "headers" in request
+    ):
         return _from_scope(request)
     scope = getattr(request, "scope", None)
     if isinstance(scope, Mapping):
@@ -224,7 +244,15 @@ def _from_scope(scope: Mapping[str, object]) -> list[str]:
     # NOTE: ASGI HTTP spec: header names are lowercased bytes and repeated headers stay
     # separate entries; values are bytes, decoded as latin-1 so that any byte maps to one
     # character, none raises, and non-ASCII then fails the b64token check.
-    return [_text(value) for name, value in headers if _text(name).lower() == "authorization"]
+    found = []
+    for name, value in headers:
+        # NOTE: bytes of another length cannot spell the name; most headers stop there.
+        if type(name) is bytes:
+            if len(name) == _AUTHORIZATION_LENGTH and name.lower() == b"authorization":
+                found.append(value.decode("latin-1") if type(value) is bytes else _text(value))
+        elif _text(name).lower() == "authorization":
+            found.append(_text(value))
+    return found
 
 
 def _from_environ(environ: Mapping[str, object]) -> list[str]:

@@ -120,7 +120,8 @@ class GatepassMiddleware:
         # replacing it would hide what the lifespan put there.
         scope.setdefault("state", {})[STATE_KEY] = state
         if self.optional or (
-            state.is_authenticated and not missing_scopes(state, self.required_scopes)
+            state.is_authenticated
+            and (not self.required_scopes or not missing_scopes(state, self.required_scopes))
         ):
             await self.app(scope, receive, send)
             return
