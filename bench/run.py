@@ -410,7 +410,7 @@ def middleware(run: Run) -> None:
             workload = Workload("GET", "/", (("Authorization", f"Bearer {node.seeded.jwt_token}"),))
             with_auth = run.sweep("hello-world + middleware (JWT)", protected.base_url, workload)
         with servers.hello_world([SERVER_CPU], 1, run.work_dir / "logs") as hello:
-            plain = run.sweep("hello-world (GET)", hello.base_url, Workload("GET", "/"))
+            plain = run.sweep("hello-world (GET)", hello.base_url, workload)  # same request
     added = plain[HEADLINE].rps / with_auth[HEADLINE].rps - 1
     run.add(
         Row(
