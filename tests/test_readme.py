@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import io
+import json
 import re
 import shlex
 from pathlib import Path
@@ -12,6 +14,8 @@ from typing import TYPE_CHECKING, Any, Final
 import pytest
 from typer.testing import CliRunner
 
+from bench.model import Row
+from bench.report import format_table
 from gatepass_server.cli.main import app
 from gatepass_server.config import Settings
 from gatepass_server.domain.keys import SecretKind, generate_secret
@@ -197,3 +201,15 @@ def test_serve_has_a_flag_for_every_configuration_variable() -> None:
     assert missing == [], f"serve has no flag for {missing}"
     for variable, _ in _config_rows():
         assert variable in result.output, f"--help does not name {variable}"
+
+
+def test_the_performance_table_is_the_committed_full_report() -> None:
+    """README's table is the committed full run's, row for row (`make bench` writes it)."""
+    report = json.loads((ROOT / "bench" / "results" / "results.json").read_text())
+    assert report["meta"]["mode"] == "full"
+    names = {f.name for f in dataclasses.fields(Row)}
+    rows = [Row(**{k: v for k, v in row.items() if k in names}) for row in report["rows"]]
+    assert format_table(rows) in README
+    for link in ("bench/results/results.md", "bench/results/ANALYSIS.md"):
+        assert f"]({link})" in README
+        assert (ROOT / link).is_file()

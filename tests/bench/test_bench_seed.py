@@ -12,11 +12,9 @@ import pytest
 
 from bench.seed import Seeded, bulk_tokens, seed_machines, token_secrets
 from bench.servers import (
-    POSTGRES_ADMIN_URL,
     ServerProcess,
     gatepass,
     new_instance_key,
-    postgres_available,
     postgres_database,
 )
 from gatepass import Gatepass, TokenVerificationError
@@ -27,15 +25,6 @@ if TYPE_CHECKING:
     from pathlib import Path
 
 CPUS = sorted(os.sched_getaffinity(0))
-
-
-def _require_postgres() -> None:
-    if postgres_available():
-        return
-    reason = f"PostgreSQL at {POSTGRES_ADMIN_URL} is not reachable"
-    if os.environ.get("CI", "").lower() == "true":
-        pytest.fail(f"{reason} (required under CI=true)")
-    pytest.skip(reason)
 
 
 @dataclass(frozen=True)
@@ -74,7 +63,7 @@ def served(
     if request.param == "sqlite":
         yield from _serve(f"sqlite:///{directory / 'data' / 'gatepass.db'}", directory)
         return
-    _require_postgres()
+    request.getfixturevalue("postgres_server_url")  # skips, or fails under CI=true
     with postgres_database("bench_seed") as url:
         yield from _serve(url, directory)
 

@@ -21,7 +21,6 @@ from bench.servers import (
     free_port,
     hello_world,
     new_instance_key,
-    postgres_available,
     postgres_database,
     postgres_dsn,
 )
@@ -29,15 +28,6 @@ from gatepass_server.domain.keys import SecretKind, is_well_formed
 
 if TYPE_CHECKING:
     from collections.abc import Iterator
-
-
-def _require_postgres() -> None:
-    if postgres_available():
-        return
-    reason = f"PostgreSQL at {POSTGRES_ADMIN_URL} is not reachable"
-    if os.environ.get("CI", "").lower() == "true":
-        pytest.fail(f"{reason} (required under CI=true)")
-    pytest.skip(reason)
 
 
 def _cpus_allowed(pid: int) -> str:
@@ -163,8 +153,8 @@ def test_new_instance_key_is_a_fresh_test_key() -> None:
 
 
 @pytest.mark.postgres
+@pytest.mark.usefixtures("postgres_server_url")
 async def test_postgres_database_is_fresh_and_dropped_even_while_in_use() -> None:
-    _require_postgres()
     with postgres_database("bench_test") as url:
         name = url.rsplit("/", 1)[1]
         assert name.startswith(f"bench_test_{os.getpid()}_")
