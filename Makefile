@@ -30,6 +30,10 @@ serve: $(STAMP) ## Start the server on the embedded default (SQLite in ./gatepas
 test: $(STAMP) ## Run the whole test suite (PostgreSQL tests skip with a reason if it is absent, unless CI=true)
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 
+.PHONY: test-long
+test-long: $(STAMP) ## Run the long suites only: soak, long fuzzing, long histories (marker `long`)
+	$(BIN)/python -m pytest -m long $(PYTEST_ARGS)
+
 .PHONY: bench
 bench: $(STAMP) ## Measure every DESIGN.md performance target (~25 min); report in bench/results/
 	$(BIN)/python -m bench
@@ -39,10 +43,11 @@ bench-quick: $(STAMP) ## The same rows, shorter and smaller (~3 min); report in 
 	$(BIN)/python -m bench --quick
 
 .PHONY: lint
-lint: $(STAMP) ## Ruff and mypy --strict
+lint: $(STAMP) ## Ruff, mypy --strict and bandit
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 	$(BIN)/mypy
+	$(BIN)/bandit --quiet --configfile pyproject.toml --recursive packages bench
 
 .PHONY: format
 format: $(STAMP) ## Apply ruff's formatter and safe fixes
