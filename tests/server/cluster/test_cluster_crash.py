@@ -255,3 +255,57 @@ def test_an_acknowledged_create_survives_kill_9(
         opaque = {t["id"] for i, t in enumerate(tokens) if FORMATS[i % 2] == "opaque"}
         assert {t["id"] for t in listed["m2m_tokens"]} == opaque
         _mint(http, machine["secret_key"], "opaque")  # the machine and its key survived too
+
+
+def test_an_acknowledged_machine_delete_and_key_rotation_survive_kill_9(
+    start_node: Callable[..., LiveServer], bootstrap_key: str
+) -> None:
+    """A machine deleted and another's key rotated without grace (both 200), then SIGKILL.
+
+    After restart: the deleted machine, its key and its opaque and JWT tokens are gone, and
+    the machine scoped to it no longer lists it; the rotated machine's old key is refused,
+    its new key works, and a token it minted before the rotation still verifies.
+    """
+    server = start_node()
+    with _client(server) as http:
+        receiver = _machine(http, bootstrap_key)
+        doomed = _ok(
+            http.post(
+                "/v1/machines",
+                json={"name": "doomed", "scoped_machines": [receiver["id"]]},
+                headers=auth(bootstrap_key),
+            ),
+        )
+        tokens = [_mint(http, doomed["secret_key"], token_format) for token_format in FORMATS]
+        for token in tokens:
+            assert _verify_status(http, bootstrap_key, token["token"]) == 200
+        before_rotation = _mint(http, receiver["secret_key"], "opaque")
+        rotated = _ok(
+            http.post(
+                f"/v1/machines/{receiver['id']}/secret_key/rotate",
+                json={"previous_token_ttl": 0},
+                headers=auth(bootstrap_key),
+            ),
+        )
+        deleted = _ok(http.delete(f"/v1/machines/{doomed['id']}", headers=auth(bootstrap_key)))
+        assert deleted["deleted"] is True
+    _kill9(server)  # right after the last acknowledgement
+
+    with _client(start_node()) as http:
+        gone = http.get(f"/v1/machines/{doomed['id']}", headers=auth(bootstrap_key))
+        assert gone.status_code == 404, gone.text
+        for token in tokens:
+            assert _verify_status(http, bootstrap_key, token["token"]) == 404
+        for old_key in (doomed["secret_key"], receiver["secret_key"]):
+            refused = http.post(
+                "/v1/m2m_tokens", json={"token_format": "opaque"}, headers=auth(old_key)
+            )
+            assert refused.status_code == 401, refused.text
+        machines = _ok(http.get("/v1/machines", headers=auth(bootstrap_key)))
+        assert {m["id"] for m in machines["data"]} == {receiver["id"]}
+        _mint(http, rotated["secret"], "jwt")
+        assert _verify_status(http, bootstrap_key, before_rotation["token"]) == 200
+        shown = _ok(
+            http.get(f"/v1/machines/{receiver['id']}/secret_key", headers=auth(bootstrap_key))
+        )
+        assert shown["secret"] == rotated["secret"]

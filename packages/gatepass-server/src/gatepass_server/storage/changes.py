@@ -192,6 +192,8 @@ class SqlChangeStore:
 
     async def prune(self, now_ms: int) -> int:
         """Drop entries nobody needs any more; return how many."""
-        async with self._db.write() as conn:
+        # NOTE: background housekeeping over possibly many rows: not bound by the deadline
+        # meant for requests (the driver's command timeout still is).
+        async with self._db.write(deadline=None) as conn:
             result = await conn.execute(delete(changes).where(changes.c.expires_at <= now_ms))
             return int(result.rowcount or 0)

@@ -105,13 +105,13 @@ def _newer_schema(status: SchemaStatus) -> SchemaMismatch:
 
 async def schema_status(database: Database) -> SchemaStatus:
     """Report the database's schema state without changing it."""
-    async with database.read() as conn:
+    async with database.read(deadline=None) as conn:
         return await conn.run_sync(_status)
 
 
 async def upgrade(database: Database, revision: str = "head") -> SchemaStatus:
     """Migrate up to ``revision`` (default: all); refuse a schema newer than this release."""
-    async with database.write() as conn:
+    async with database.write(deadline=None) as conn:
         return await conn.run_sync(_upgrade, revision)
 
 
@@ -138,5 +138,5 @@ async def check_drift(database: Database) -> list[Any]:
         context = MigrationContext.configure(connection, opts={"compare_type": True})
         return list(compare_metadata(context, metadata))
 
-    async with database.read() as conn:
+    async with database.read(deadline=None) as conn:
         return await conn.run_sync(compare)
