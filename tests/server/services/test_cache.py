@@ -17,7 +17,8 @@ from hypothesis import strategies as st
 from gatepass_server.domain.changes import Change, ChangeKind
 from gatepass_server.domain.machines import Machine, MachineSummary
 from gatepass_server.domain.tokens import M2MToken, TokenFormat
-from gatepass_server.services.cache import VerifyCache
+from gatepass_server.services.cache import STALE_AFTER_SECONDS, VerifyCache
+from gatepass_server.services.changes import POLL_SECONDS
 from gatepass_server.services.interfaces import KeyOwner
 
 if TYPE_CHECKING:
@@ -262,6 +263,35 @@ async def test_mark_unsynced_clears_and_stops_serving() -> None:
     assert load.calls == 2
     cache.mark_synced()
     assert not await _served(cache, cache.keys, b"digest")
+
+
+async def test_the_trust_window_counts_from_the_start_of_the_read() -> None:
+    """A read that began at t and ended 1.5 s later vouches for the cache until t + stale_after.
+
+    Regression (history checker, a node SIGSTOPped past the bound): the window used to start
+    when the read ended, so a slow or frozen read stretched how long a stale answer could
+    be given after a change acknowledged during the read.
+    """
+    node = _node()
+    cache = node.cache
+    await cache.through(cache.keys, b"digest", Loader(KeyOwner("ins_1", None, None)))
+    since = cache.now()
+    node.monotonic.advance(1.5)  # the read takes this long
+    cache.mark_synced(since)
+    node.monotonic.advance(STALE_AFTER - 1.5 - 0.001)
+    assert await _served(cache, cache.keys, b"digest")
+    node.monotonic.advance(0.001)
+    assert not cache.fresh()
+    assert not await _served(cache, cache.keys, b"digest")
+
+
+def test_the_default_trust_window_is_the_documented_propagation_bound() -> None:
+    """One poll period (1 s) plus 1 s to read the log: README's bound, not a second more.
+
+    Regression: with 3 s, a node frozen for 2.5 s answered "valid" from its cache for a
+    token revoked on the other node 2.2 s before the verify was sent.
+    """
+    assert STALE_AFTER_SECONDS == POLL_SECONDS + 1.0
 
 
 # -- reads racing changes ------------------------------------------------------------------

@@ -36,9 +36,17 @@ __all__ = ["CACHE_TTL_SECONDS", "MAX_ENTRIES", "STALE_AFTER_SECONDS", "VerifyCac
 CACHE_TTL_SECONDS: Final = 60.0
 """How long an entry lives at most, even if no change ever names it."""
 
-STALE_AFTER_SECONDS: Final = 3.0
-"""How long after its last successful read of the change log a node stops trusting its
-cache and asks storage for everything."""
+STALE_AFTER_SECONDS: Final = 2.0
+"""How long after the start of its last complete read of the change log a node stops
+trusting its cache and asks storage for everything.
+
+NOTE: this is what makes the documented propagation bound hold, "a change is in effect on
+every node within 1 s (the poll period) plus the time to read the log": a change
+acknowledged before a read began is in that read, so an answer from the cache can miss
+only changes acknowledged less than this long before it. Counted from the read's start,
+not its end, and checked when answering, so a process that was frozen (SIGSTOP, a VM
+stall) or whose poll is overdue asks storage instead of answering from what it knew
+before. It leaves the poll (1 s while a push channel is connected) 1 s to read the log."""
 
 MAX_ENTRIES: Final = 100_000
 """Per kind of entry; the oldest entry makes room for a new one."""
@@ -117,12 +125,20 @@ class VerifyCache:
         """Whether the change log was read recently enough for entries to be trusted."""
         return self._trusted(self._monotonic())
 
-    def mark_synced(self) -> None:
-        """The change log has just been read up to its end and applied."""
+    def now(self) -> float:
+        """The cache's monotonic reading: pass it to :meth:`mark_synced` as ``since``."""
+        return self._monotonic()
+
+    def mark_synced(self, since: float | None = None) -> None:
+        """The change log has been read up to its end and applied.
+
+        ``since`` is when that read began (:meth:`now` before it; default: now): whatever
+        was acknowledged before it is in the cache, nothing after it may be.
+        """
         if not self.fresh():
             # NOTE: changes may have been pruned while we could not read them: start over.
             self.clear()
-        self._synced_at = self._monotonic()
+        self._synced_at = self._monotonic() if since is None else since
 
     def mark_unsynced(self) -> None:
         """Stop trusting entries until the log has been read again (and drop them)."""

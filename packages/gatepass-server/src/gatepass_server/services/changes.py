@@ -138,8 +138,9 @@ class ChangeFollower:
 
     async def start(self) -> None:
         """Start following from the log's current end (nothing is cached yet)."""
+        since = self._cache.now()
         self._cursor = await self._log.last_id()
-        self._cache.mark_synced()
+        self._cache.mark_synced(since)
         self._tasks = [asyncio.create_task(self._poll())]
         if self._channel is not None:
             self._tasks.append(asyncio.create_task(self._channel.listen(self.wake, self._on_push)))
@@ -188,6 +189,7 @@ class ChangeFollower:
         async with self._lock:
             if self._cursor is None:
                 return
+            since = self._cache.now()  # the cache is as new as the read's start, no newer
             applied = False
             while True:
                 batch = await self._log.changes_after(self._cursor, _BATCH)
@@ -199,7 +201,7 @@ class ChangeFollower:
                     applied = True
                 if len(batch) < _BATCH:
                     break
-            self._cache.mark_synced()
+            self._cache.mark_synced(since)
         if applied:
             changed, self._changed = self._changed, asyncio.Event()
             changed.set()
