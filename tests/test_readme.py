@@ -44,6 +44,9 @@ SAMPLE_VALUES: Final = {
     "GATEPASS_LOG_LEVEL": "debug",
     "GATEPASS_MAX_BODY_BYTES": "131072",
     "GATEPASS_REDIS_URL": "redis://127.0.0.1:6379/0",
+    "GATEPASS_AUTH_FAILURE_LIMIT": "30",
+    "GATEPASS_VERIFY_MISS_LIMIT": "1200",
+    "GATEPASS_FORWARDED_ALLOW_IPS": "10.0.0.1,10.0.0.2",
 }
 
 
@@ -90,7 +93,7 @@ def test_readme_opens_with_exactly_make_serve_and_make_test() -> None:
 def test_makefile_has_the_targets_the_readme_names() -> None:
     """The Makefile defines `serve` and `test` (and `help`, which the README mentions)."""
     makefile = (ROOT / "Makefile").read_text()
-    for target in ("serve", "test", "help", "lint", "format", "lock"):
+    for target in ("serve", "test", "test-long", "help", "lint", "format", "lock"):
         assert re.search(rf"^{target}:", makefile, re.MULTILINE), target
         assert re.search(rf"^\.PHONY: {target}$", makefile, re.MULTILINE), target
 

@@ -147,12 +147,27 @@ def test_log_level_is_case_insensitive() -> None:
         ("GATEPASS_DATABASE_URL", "not a url"),
         ("GATEPASS_REDIS_URL", "http://cache:6379"),
         ("GATEPASS_REDIS_URL", "cache:6379"),
+        ("GATEPASS_AUTH_FAILURE_LIMIT", "-1"),
+        ("GATEPASS_AUTH_FAILURE_LIMIT", "60001"),
+        ("GATEPASS_AUTH_FAILURE_LIMIT", "fast"),
+        ("GATEPASS_VERIFY_MISS_LIMIT", "-5"),
+        ("GATEPASS_VERIFY_MISS_LIMIT", "1e9"),
+        ("GATEPASS_FORWARDED_ALLOW_IPS", "  "),
     ],
 )
 def test_bad_values_name_the_variable(name: str, value: str) -> None:
     """Each bad value is a ``ConfigurationError`` whose message names the variable."""
     with pytest.raises(ConfigurationError, match=name):
         Settings.from_env({name: value})
+
+
+def test_rate_limits_default_to_sixty_and_six_hundred_and_zero_turns_them_off() -> None:
+    """The limits per minute: 60 auth failures, 600 verify misses; 0 is accepted (off)."""
+    defaults = Settings.from_env({})
+    assert (defaults.auth_failure_limit, defaults.verify_miss_limit) == (60, 600)
+    assert defaults.forwarded_allow_ips == "127.0.0.1"
+    off = Settings.from_env({"GATEPASS_AUTH_FAILURE_LIMIT": "0", "GATEPASS_VERIFY_MISS_LIMIT": "0"})
+    assert (off.auth_failure_limit, off.verify_miss_limit) == (0, 0)
 
 
 def test_master_key_is_not_in_the_error_message() -> None:

@@ -24,6 +24,9 @@ __all__ = ["LOG_LEVELS", "Settings", "load_master_key"]
 LOG_LEVELS: Final = ("debug", "info", "warning", "error", "critical")
 MASTER_KEY_FILE: Final = "master.key"
 DEFAULT_MAX_BODY_BYTES: Final = 64 * 1024
+DEFAULT_AUTH_FAILURE_LIMIT: Final = 60
+DEFAULT_VERIFY_MISS_LIMIT: Final = 600
+MAX_RATE_LIMIT: Final = 60_000
 
 
 @dataclass(frozen=True, slots=True)
@@ -40,6 +43,9 @@ class Settings:
     bootstrap_secret_key: str | None = field(default=None, repr=False)
     log_level: str = "info"
     max_body_bytes: int = DEFAULT_MAX_BODY_BYTES
+    auth_failure_limit: int = DEFAULT_AUTH_FAILURE_LIMIT
+    verify_miss_limit: int = DEFAULT_VERIFY_MISS_LIMIT
+    forwarded_allow_ips: str = "127.0.0.1"
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None, **overrides: Any) -> Settings:
@@ -57,12 +63,25 @@ class Settings:
         values: dict[str, Any] = {}
         if (data_dir := get("DATA_DIR")) is not None:
             values["data_dir"] = Path(data_dir)
-        for name in ("DATABASE_URL", "REDIS_URL", "MASTER_KEY", "HOST", "BOOTSTRAP_SECRET_KEY"):
+        for name in (
+            "DATABASE_URL",
+            "REDIS_URL",
+            "MASTER_KEY",
+            "HOST",
+            "BOOTSTRAP_SECRET_KEY",
+            "FORWARDED_ALLOW_IPS",
+        ):
             if (value := get(name)) is not None:
                 values[name.lower()] = value
         if (level := get("LOG_LEVEL")) is not None:
             values["log_level"] = level
-        for name in ("PORT", "WORKERS", "MAX_BODY_BYTES"):
+        for name in (
+            "PORT",
+            "WORKERS",
+            "MAX_BODY_BYTES",
+            "AUTH_FAILURE_LIMIT",
+            "VERIFY_MISS_LIMIT",
+        ):
             if (raw := get(name)) is not None:
                 values[name.lower()] = _integer(f"GATEPASS_{name}", raw)
         values.update({k: v for k, v in overrides.items() if v is not None})
@@ -76,6 +95,7 @@ class Settings:
             raise ConfigurationError(f"GATEPASS_WORKERS must be 1..256, got {self.workers}")
         if self.max_body_bytes < 1024:  # noqa: PLR2004 - smaller breaks legitimate bodies
             raise ConfigurationError("GATEPASS_MAX_BODY_BYTES must be at least 1024")
+        self._check_rate_limits()
         level = self.log_level.lower()
         if level not in LOG_LEVELS:
             raise ConfigurationError(
@@ -94,6 +114,20 @@ class Settings:
             )
         url = self.database_url or f"sqlite:///{(self.data_dir / 'gatepass.db').as_posix()}"
         return replace(self, log_level=level, database_url=normalize_url(url))
+
+    def _check_rate_limits(self) -> None:
+        for name, limit in (
+            ("AUTH_FAILURE_LIMIT", self.auth_failure_limit),
+            ("VERIFY_MISS_LIMIT", self.verify_miss_limit),
+        ):
+            if not 0 <= limit <= MAX_RATE_LIMIT:
+                raise ConfigurationError(
+                    f"GATEPASS_{name} must be 0 (off) .. {MAX_RATE_LIMIT} per minute, got {limit}"
+                )
+        if not self.forwarded_allow_ips.strip():
+            raise ConfigurationError(
+                "GATEPASS_FORWARDED_ALLOW_IPS must name at least one address (or *)"
+            )
 
 
 def _integer(name: str, raw: str) -> int:

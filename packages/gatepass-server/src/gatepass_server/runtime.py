@@ -4,8 +4,11 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import time
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
+
+from prometheus_client import Counter
 
 from gatepass_server.config import Settings, load_master_key
 from gatepass_server.domain.clock import Clock, SystemClock
@@ -16,16 +19,25 @@ from gatepass_server.services.cache import VerifyCache
 from gatepass_server.services.changes import ChangeFollower
 from gatepass_server.services.instances import InstanceService
 from gatepass_server.services.machines import MachineService
+from gatepass_server.services.ratelimit import (
+    Counters,
+    FailureLimiter,
+    LocalCounters,
+    SharedCounters,
+)
 from gatepass_server.services.revocations import RevocationFeed
 from gatepass_server.services.signing import SigningService
 from gatepass_server.services.tokens import TokenService
 from gatepass_server.storage.changes import SqlChangeStore
 from gatepass_server.storage.database import Database
 from gatepass_server.storage.notify import PostgresChannel, RedisChannel
+from gatepass_server.storage.ratelimit import DEFAULT_PREFIX, RedisCounters
 from gatepass_server.storage.signing import SqlSigningKeyStore
 from gatepass_server.storage.sql import SqlInstanceStore, SqlMachineStore, SqlTokenStore
 
 if TYPE_CHECKING:
+    from collections.abc import Callable
+
     from gatepass_server.services.changes import PushChannel
     from gatepass_server.services.instances import Bootstrap
 
@@ -47,12 +59,25 @@ class Runtime:
     cache: VerifyCache
     changes: ChangeFollower
     revocations: RevocationFeed
+    auth_failures: FailureLimiter
+    verify_misses: FailureLimiter
+    counters: Counters
     metrics: Metrics = field(default_factory=Metrics)
     _background: list[asyncio.Task[None]] = field(default_factory=list)
 
     @classmethod
-    def build(cls, settings: Settings, *, clock: Clock | None = None) -> Runtime:
-        """Wire storage and services; opens no connection yet."""
+    def build(
+        cls,
+        settings: Settings,
+        *,
+        clock: Clock | None = None,
+        monotonic: Callable[[], float] = time.monotonic,
+        redis_prefix: str = DEFAULT_PREFIX,
+    ) -> Runtime:
+        """Wire storage and services; opens no connection yet.
+
+        ``monotonic`` times the rate limiters; ``redis_prefix`` names their Redis keys.
+        """
         clock = clock or SystemClock()
         database = Database(settings.database_url)
         instance_store = SqlInstanceStore(database)
@@ -69,6 +94,18 @@ class Runtime:
             also_apply=[signing.apply],
         )
         database.after_change = follower.written
+        metrics = Metrics()
+        rate_limited = Counter(
+            "gatepass_rate_limited",
+            "Requests refused with 429, by the limit they were over.",
+            ["reason"],
+            registry=metrics.registry,
+        )
+        counters: Counters = LocalCounters(monotonic)
+        if settings.redis_url is not None:
+            counters = SharedCounters(
+                RedisCounters(settings.redis_url, redis_prefix), LocalCounters(monotonic), monotonic
+            )
         return cls(
             settings=settings,
             database=database,
@@ -83,6 +120,22 @@ class Runtime:
             cache=cache,
             changes=follower,
             revocations=RevocationFeed(change_log, follower, clock),
+            auth_failures=FailureLimiter(
+                "auth",
+                settings.auth_failure_limit,
+                counters,
+                monotonic=monotonic,
+                refused=rate_limited.labels("auth_failures").inc,
+            ),
+            verify_misses=FailureLimiter(
+                "verify",
+                settings.verify_miss_limit,
+                counters,
+                monotonic=monotonic,
+                refused=rate_limited.labels("verify_misses").inc,
+            ),
+            counters=counters,
+            metrics=metrics,
         )
 
     async def prepare(self) -> Bootstrap | None:
@@ -124,6 +177,7 @@ class Runtime:
             with contextlib.suppress(asyncio.CancelledError):
                 await task
         await self.changes.stop()
+        await self.counters.close()
 
     async def close(self) -> None:
         """Stop, if started, and release connections."""

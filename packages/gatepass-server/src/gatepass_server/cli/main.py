@@ -187,6 +187,27 @@ def serve(
         int | None,
         typer.Option(help="Larger request bodies get 413 \\[env: GATEPASS_MAX_BODY_BYTES]"),
     ] = None,
+    auth_failure_limit: Annotated[
+        int | None,
+        typer.Option(
+            help="Key-authentication failures per source and per key, per minute; 0 turns it"
+            " off \\[env: GATEPASS_AUTH_FAILURE_LIMIT] (default 60)",
+        ),
+    ] = None,
+    verify_miss_limit: Annotated[
+        int | None,
+        typer.Option(
+            help="Verify misses (404) per source and per caller, per minute; 0 turns it off"
+            " \\[env: GATEPASS_VERIFY_MISS_LIMIT] (default 600)",
+        ),
+    ] = None,
+    forwarded_allow_ips: Annotated[
+        str | None,
+        typer.Option(
+            help="Proxies whose X-Forwarded-For is trusted as the client address, comma"
+            " separated, or * \\[env: GATEPASS_FORWARDED_ALLOW_IPS] (default 127.0.0.1)",
+        ),
+    ] = None,
 ) -> None:
     """Apply migrations, create the default instance on first start, and serve HTTP."""
     import uvicorn  # noqa: PLC0415 - only serve needs it
@@ -204,6 +225,9 @@ def serve(
         bootstrap_secret_key=bootstrap_secret_key,
         log_level=log_level,
         max_body_bytes=max_body_bytes,
+        auth_failure_limit=auth_failure_limit,
+        verify_miss_limit=verify_miss_limit,
+        forwarded_allow_ips=forwarded_allow_ips,
     )
     configure_logging(settings.log_level)
     bootstrap = _run(settings, lambda runtime: runtime.prepare(), check=False)
@@ -221,6 +245,8 @@ def serve(
         "GATEPASS_DATABASE_URL": settings.database_url,
         "GATEPASS_LOG_LEVEL": settings.log_level,
         "GATEPASS_MAX_BODY_BYTES": str(settings.max_body_bytes),
+        "GATEPASS_AUTH_FAILURE_LIMIT": str(settings.auth_failure_limit),
+        "GATEPASS_VERIFY_MISS_LIMIT": str(settings.verify_miss_limit),
     }
     if settings.master_key is not None:
         env["GATEPASS_MASTER_KEY"] = settings.master_key
@@ -238,6 +264,7 @@ def serve(
         log_level=settings.log_level,
         access_log=False,  # NOTE: ours logs the path only; uvicorn's prints query strings
         server_header=False,
+        forwarded_allow_ips=settings.forwarded_allow_ips,
     )
 
 

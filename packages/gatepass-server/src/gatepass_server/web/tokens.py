@@ -24,18 +24,19 @@ from gatepass_server.errors import (
     NotFound,
     TokenInvalid,
 )
-from gatepass_server.services.auth import MachinePrincipal, Principal
+from gatepass_server.services.auth import InstancePrincipal, MachinePrincipal, Principal
 from gatepass_server.services.interfaces import TokenListQuery
 from gatepass_server.services.revocations import (
     DEFAULT_FEED_LIMIT,
     MAX_FEED_LIMIT,
     MAX_WAIT_SECONDS,
 )
-from gatepass_server.web.auth import authenticate
+from gatepass_server.web.auth import authenticate, source_of
 from gatepass_server.web.inputs import (
     query_boolean,
     query_integer,
     require_query,
+    single_query_values,
 )
 from gatepass_server.web.requests import read_form, runtime_of
 from gatepass_server.web.responses import Handler, json_response
@@ -104,7 +105,11 @@ async def list_tokens(request: Request) -> Response:
     """``GET /v1/m2m_tokens?subject=…``: newest first."""
     runtime = runtime_of(request)
     caller = await _caller(request)
-    params = request.query_params
+    params = single_query_values(
+        _FIELD_STATUS,
+        request.query_params,
+        ("subject", "revoked", "expired", "limit", "offset"),
+    )
     subject = require_query(params, "subject")
     query = TokenListQuery(
         subject=subject,
@@ -147,15 +152,44 @@ async def revoke_token(request: Request) -> Response:
     return json_response(token_body(token, runtime.clock.now_ms()))
 
 
+def _caller_id(caller: Principal) -> str:
+    """The verify-miss bucket of a caller: its machine (or instance), whichever key it used.
+
+    NOTE: per principal rather than per key digest, so that rotating a key does not hand
+    the caller a fresh budget.
+    """
+    if isinstance(caller, InstancePrincipal):
+        return caller.instance_id
+    return caller.machine_id
+
+
 async def verify_token(request: Request) -> Response:
-    """``POST /v1/m2m_tokens/verify``: the token's record, or the one 404 for every "no"."""
+    """``POST /v1/m2m_tokens/verify``: the token's record, or the one 404 for every "no".
+
+    Every 404 counts as a verify miss of the source and of the caller; a source or caller
+    over the limit gets 429 before the body is read or any token looked up.
+    """
     runtime = runtime_of(request)
     caller = await _caller(request)
+    limiter = runtime.verify_misses
+    if limiter.blocked:
+        limiter.check(source_of(request), _caller_id(caller))
+    try:
+        token = await runtime.tokens.verify(caller, await _presented_token(request))
+    except TokenInvalid:
+        await limiter.failed(source_of(request), _caller_id(caller))
+        raise
+    return json_response(token_body(token, runtime.clock.now_ms()))
+
+
+async def _presented_token(request: Request) -> str:
+    """The token of a verify body; a string no token can look like is a TokenInvalid."""
     # NOTE: the Python SDK's request-auth helper still sends the legacy {"secret": …}.
     form = await read_form(request, {"token", "secret"}, status=_FIELD_STATUS)
-    presented = form.raw_string("token")
-    if presented is None:
-        presented = form.raw_string("secret")
+    # NOTE: both fields are type-checked, so a mistyped "secret" beside a "token" is a 400
+    # like any other mistyped field, not silently ignored.
+    token, legacy = form.raw_string("token"), form.raw_string("secret")
+    presented = token if token is not None else legacy
     if presented is None:
         raise FormParamError(
             "form_param_missing", "token", "token is required", status=_FIELD_STATUS
@@ -165,15 +199,14 @@ async def verify_token(request: Request) -> Response:
     # never a 400 that tells a malformed string from a well-formed unknown one.
     if len(presented) > MAX_TOKEN_LENGTH or not (presented.isascii() and presented.isprintable()):
         raise TokenInvalid
-    token = await runtime.tokens.verify(caller, presented)
-    return json_response(token_body(token, runtime.clock.now_ms()))
+    return presented
 
 
 async def revocations(request: Request) -> Response:
     """``GET /v1/m2m_tokens/revocations?after=…&wait=…`` (Gatepass extension, §7)."""
     runtime = runtime_of(request)
     caller = await _caller(request)
-    params = request.query_params
+    params = single_query_values(_FIELD_STATUS, request.query_params, ("after", "limit", "wait"))
     page = await runtime.revocations.page(
         caller,
         after=query_integer(_FIELD_STATUS, params, "after", default=0, minimum=0, maximum=2**62),
