@@ -219,3 +219,13 @@ async def test_list_shows_only_own_instance(
         response = await client.get("/v1/machines", headers=auth(key))
         assert [m["id"] for m in response.json()["data"]] == [machine["id"]]
         assert response.json()["total_count"] == 1
+
+
+@SQLITE_ONLY
+@pytest.mark.parametrize("name", ["limit", "offset", "query", "order_by"])
+async def test_list_refuses_a_repeated_query_parameter(
+    client: httpx.AsyncClient, sk: str, name: str
+) -> None:
+    """``?offset=x&offset=0`` is 422, not the last value silently (Schemathesis finding)."""
+    response = await client.get(f"/v1/machines?{name}=x&{name}=1", headers=auth(sk))
+    await assert_rejected(response, status=422, code="form_param_format_invalid", param_name=name)

@@ -532,3 +532,13 @@ async def test_other_methods_are_405(client: httpx.AsyncClient, sk: str, method:
         await assert_rejected(response, status=405, code="method_not_allowed")
         assert_api_headers(response)
         assert {m.strip() for m in response.headers["allow"].split(",")} == {"GET", "HEAD"}
+
+
+@SQLITE_ONLY
+@pytest.mark.parametrize("name", ["after", "limit", "wait"])
+async def test_feed_refuses_a_repeated_query_parameter(
+    client: httpx.AsyncClient, sk: str, name: str
+) -> None:
+    """``?after={}&after=0`` is 400, not the last value silently (Schemathesis finding)."""
+    response = await client.get(f"/v1/m2m_tokens/revocations?{name}=x&{name}=0", headers=auth(sk))
+    await assert_rejected(response, status=400, code="form_param_format_invalid", param_name=name)

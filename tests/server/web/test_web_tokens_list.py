@@ -223,3 +223,18 @@ async def test_get_token_others_are_not_found(
         body.pop("clerk_trace_id")
         bodies.append(body)
     assert all(b == bodies[0] for b in bodies)
+
+
+@SQLITE_ONLY
+async def test_list_refuses_a_repeated_query_parameter(client: httpx.AsyncClient, sk: str) -> None:
+    """A repeated ``subject`` or ``limit`` is 400, never one of them picked (Schemathesis)."""
+    for query in (
+        f"subject={UNKNOWN_MACHINE_ID}&subject={UNKNOWN_MACHINE_ID}",
+        f"subject={UNKNOWN_MACHINE_ID}&limit=x&limit=5",
+        f"subject={UNKNOWN_MACHINE_ID}&revoked=x&revoked=true",
+    ):
+        response = await client.get(f"/v1/m2m_tokens?{query}", headers=auth(sk))
+        name = query.rsplit("&", 1)[1].split("=", 1)[0]
+        await assert_rejected(
+            response, status=400, code="form_param_format_invalid", param_name=name
+        )

@@ -279,3 +279,33 @@ async def test_new_scope_does_not_widen_an_old_token(client: httpx.AsyncClient, 
         status=404,
         code="token_invalid",
     )
+
+
+async def test_verify_refuses_a_mistyped_secret_beside_a_valid_token(
+    client: httpx.AsyncClient, sk: str
+) -> None:
+    """``{"token": <valid>, "secret": true}`` is 400, not a 200 that ignores the bad field.
+
+    Schemathesis finding: the legacy field was type-checked only when ``token`` was absent.
+    """
+    pair = await make_pair(client, sk)
+    created = await mint(client, pair.caller_key)
+    for bad in (True, 5, {}, ["x"]):
+        response = await client.post(
+            "/v1/m2m_tokens/verify",
+            json={"token": created["token"], "secret": bad},
+            headers=auth(pair.receiver_key),
+        )
+        await assert_rejected(
+            response,
+            status=400,
+            code="form_param_format_invalid",
+            param_name="secret",
+            not_echoed=[created["token"]],
+        )
+    both = await client.post(
+        "/v1/m2m_tokens/verify",
+        json={"token": created["token"], "secret": "ignored"},
+        headers=auth(pair.receiver_key),
+    )
+    assert both.status_code == 200, both.text

@@ -23,6 +23,7 @@ from gatepass_server.errors import (
 if TYPE_CHECKING:
     from collections.abc import Collection, Mapping
 
+    from starlette.datastructures import QueryParams
     from starlette.requests import Request
 
 __all__ = [
@@ -32,6 +33,7 @@ __all__ = [
     "query_integer",
     "read_json_object",
     "require_query",
+    "single_query_values",
 ]
 
 _decoder: Final = msgspec.json.Decoder()
@@ -309,6 +311,30 @@ def query_boolean(form_status: int, params: Mapping[str, str], name: str) -> boo
         f"{name} must be true or false",
         status=form_status,
     )
+
+
+def single_query_values(
+    form_status: int, params: QueryParams, names: Collection[str]
+) -> dict[str, str]:
+    """The query parameters ``names``, one value each; a name given twice is a field error.
+
+    NOTE: ``QueryParams.get`` silently takes the last of ``?after=x&after=0``, where a proxy
+    or a log reader may take the first: one value or a 4xx, never a guess. Other names are
+    ignored, as before.
+    """
+    values: dict[str, str] = {}
+    for name in names:
+        found = params.getlist(name)
+        if len(found) > 1:
+            raise FormParamError(
+                "form_param_format_invalid",
+                name,
+                f"{name} must be given at most once",
+                status=form_status,
+            )
+        if found:
+            values[name] = found[0]
+    return values
 
 
 def require_query(params: Mapping[str, str], name: str) -> str:

@@ -22,7 +22,7 @@ from gatepass_server.domain.machines import (
 )
 from gatepass_server.errors import FormParamError
 from gatepass_server.web.auth import authenticate, require_instance
-from gatepass_server.web.inputs import Form, query_integer
+from gatepass_server.web.inputs import Form, query_integer, single_query_values
 from gatepass_server.web.requests import read_form, runtime_of
 from gatepass_server.web.responses import Handler, json_response
 from gatepass_server.web.wire import (
@@ -53,7 +53,9 @@ async def _instance_id(request: Request) -> str:
 async def list_machines(request: Request) -> Response:
     """``GET /v1/machines``."""
     instance_id = await _instance_id(request)
-    params = request.query_params
+    params = single_query_values(
+        _FIELD_STATUS, request.query_params, ("limit", "offset", "query", "order_by")
+    )
     order_text = params.get("order_by") or "-created_at"
     order_by = parse_order_by(order_text)
     if order_by is None:

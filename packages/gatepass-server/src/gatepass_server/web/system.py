@@ -1,20 +1,25 @@
-"""Operational endpoints: liveness, readiness, metrics."""
+"""Operational endpoints: liveness, readiness, metrics, the OpenAPI document."""
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+import functools
+from importlib import resources
+from typing import TYPE_CHECKING, Final
 
 import msgspec
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from starlette.responses import Response
 
 from gatepass_server.web.requests import runtime_of
-from gatepass_server.web.responses import Handler, json_response
+from gatepass_server.web.responses import JSON, Handler, json_response
 
 if TYPE_CHECKING:
     from starlette.requests import Request
 
-__all__ = ["ROUTES"]
+__all__ = ["OPENAPI_FILE", "ROUTES", "openapi_document"]
+
+OPENAPI_FILE: Final = "openapi.json"
+"""The checked-in OpenAPI document, package data beside this module (``web/openapi.py``)."""
 
 
 class StatusBody(msgspec.Struct):
@@ -40,8 +45,23 @@ async def metrics(request: Request) -> Response:
     return Response(generate_latest(registry), media_type=CONTENT_TYPE_LATEST)
 
 
+@functools.cache
+def openapi_document() -> bytes:
+    """The checked-in document, read once per process."""
+    return resources.files(__package__).joinpath(OPENAPI_FILE).read_bytes()
+
+
+async def openapi(_request: Request) -> Response:
+    """``GET /v1/openapi.json``: the OpenAPI 3.1 document; no key needed."""
+    return Response(openapi_document(), media_type=JSON)
+
+
 ROUTES: dict[str, dict[str, Handler]] = {
     "/healthz": {"GET": healthz},
     "/readyz": {"GET": readyz},
     "/metrics": {"GET": metrics},
+    # NOTE: served with and without /v1 like the API routes (CONTRACT.md §2), so a
+    # generated client finds it beside its base URL either way.
+    "/v1/openapi.json": {"GET": openapi},
+    "/openapi.json": {"GET": openapi},
 }
