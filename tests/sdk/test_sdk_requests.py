@@ -485,3 +485,19 @@ def test_accepted_types_refuses_what_names_no_type(setting: Sequence[str] | str)
     """A setting naming no known type is a ``ValueError`` that lists the allowed values."""
     with pytest.raises(ValueError, match="expected 'any', or one or a list of: 'm2m_token'"):
         accepted_types(setting)
+
+
+@pytest.mark.parametrize(
+    "value",
+    ["\rBEARER", "\nbearer", "\x1cBearer", "\x85Bearer", "\x0b\x0bBearer", "\x1cBearer abc"],
+)
+def test_scheme_after_a_control_character_is_malformed_not_a_token(
+    make_request: Callable[..., Any], value: str
+) -> None:
+    """Fuzz finding: a CR before the scheme gave its tail as the token ("R" for "BEARER").
+
+    The token was sliced at the scheme's length, but ``str.split`` had skipped a leading
+    CR, LF, FS or NEL, none of which is the SP or HTAB RFC 9110 allows there.
+    """
+    found = bearer_token(make_request("dict", [("Authorization", value)]))
+    _rejected(found, AuthReason.AUTHORIZATION_MALFORMED)

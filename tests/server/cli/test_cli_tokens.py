@@ -86,3 +86,14 @@ def test_errors_are_clear(cli: Cli, instance: dict[str, Any]) -> None:
     missing = cli("tokens", "get", "mt_" + "0" * 32)
     assert missing.exit_code == 1
     assert "not found" in missing.stderr.lower()
+
+
+def test_verify_of_a_non_utf8_argument_is_not_valid_not_a_traceback(
+    cli: Cli, instance: dict[str, Any]
+) -> None:
+    """Fuzz finding: a non-UTF-8 byte in argv (a lone surrogate in Python) crashed the digest."""
+    del instance
+    for token in ("mt_\udcff", "sk_test_\ud800", "a.b.\udcff"):
+        failed = cli("tokens", "verify", token)
+        assert failed.exit_code == 1, failed.output
+        assert "token is not valid: unknown" in failed.stderr

@@ -18,6 +18,7 @@ from gatepass_server.domain.jwt import (
     KEY_SIZE,
     SigningKey,
     generate_signing_key,
+    is_compact_jws,
     jwk_thumbprint,
     load_private_key,
     private_key_pem,
@@ -196,3 +197,12 @@ def test_sign_keeps_custom_claims_verbatim(key: SigningKey) -> None:
     """Custom claims of any JSON shape come back from verification unchanged."""
     payload = {**PAYLOAD, "tenant": "é ✓", "nested": {"a": [1, 2.5, None, True]}}
     assert _verify(sign(key.private_key, key.kid, payload), key) == payload
+
+
+def test_is_compact_jws_refuses_padding_and_other_shapes(key: SigningKey) -> None:
+    """Three unpadded base64url segments only: PyJWT alone would take ``token + "=="``."""
+    token = sign(key.private_key, key.kid, PAYLOAD)
+    assert is_compact_jws(token)
+    others = (token + "==", token + "=", token + ".", "a.b", "a.b.c.d", "a..c", "a.b.", "é.b.c")
+    for other in others:
+        assert not is_compact_jws(other), other

@@ -307,3 +307,29 @@ async def test_revoke_is_idempotent(runtime: Runtime, world: World, clock: Fixed
     second = await runtime.tokens.revoke(world.admin, created.token.id, "second")
     assert second == first
     assert second.revocation_reason == "first"
+
+
+async def test_check_of_a_padded_jwt_is_unknown_not_a_second_spelling(
+    runtime: Runtime, world: World
+) -> None:
+    """Fuzz finding: PyJWT accepts trailing "=" on a segment, so ``jwt + "=="`` verified."""
+    created = await _mint(runtime, world, token_format=TokenFormat.JWT)
+    assert (await runtime.tokens.check(world.admin, created.secret))[1] is None
+    for padded in (created.secret + "==", created.secret + "=", created.secret + "===="):
+        assert await runtime.tokens.check(world.admin, padded) == (None, VerifyFailure.UNKNOWN)
+
+
+@pytest.mark.parametrize(
+    "presented",
+    ["mt_\udcff", "a\ud800.b.c", "mt_" + "a" * 20_000, "é.é.é"],
+    ids=["surrogate-escaped-byte", "jws-with-surrogate", "overlong", "non-ascii-jws"],
+)
+async def test_check_of_text_no_token_can_be_is_unknown_not_an_error(
+    runtime: Runtime, world: World, presented: str
+) -> None:
+    """Fuzz finding: a lone surrogate raised UnicodeEncodeError from the digest.
+
+    ``gatepass-server tokens verify`` passes its argument here (a non-UTF-8 byte in argv
+    is a lone surrogate in Python); any such string is simply not a token.
+    """
+    assert await runtime.tokens.check(world.admin, presented) == (None, VerifyFailure.UNKNOWN)

@@ -85,6 +85,10 @@ _TOO_LONG: Final = RequestState.rejected(
 _EMPTY_HEADER: Final = RequestState.rejected(
     AuthReason.AUTHORIZATION_MALFORMED, "The Authorization header has no credentials"
 )
+_SCHEME_NOT_FIRST: Final = RequestState.rejected(
+    AuthReason.AUTHORIZATION_MALFORMED,
+    "The Authorization header must start with its scheme, after optional spaces or tabs",
+)
 _NO_TOKEN: Final = RequestState.rejected(
     AuthReason.AUTHORIZATION_MALFORMED, "The Authorization header has no token after Bearer"
 )
@@ -191,6 +195,11 @@ def _parse_authorization(raw: str) -> Credentials | RequestState:
     if not words:
         return _EMPTY_HEADER
     scheme = words[0]
+    # NOTE: RFC 9110 §5.6.3: only SP and HTAB may precede the scheme. str.split() also
+    # skips CR, LF, FS, NEL…, and slicing the token after such a prefix would take the
+    # tail of the scheme itself ("\rBEARER" gave the token "R").
+    if not value.startswith(scheme):
+        return _SCHEME_NOT_FIRST
     # NOTE: RFC 7235 §2.1: the scheme is case-insensitive. Another scheme is no bearer
     # credentials at all, which RFC 6750 §3.1 answers without an error code.
     if not scheme.isascii() or scheme.lower() != "bearer":

@@ -10,6 +10,7 @@ from __future__ import annotations
 import base64
 import hashlib
 import json
+import re
 from dataclasses import dataclass
 from typing import Any, Final
 
@@ -22,6 +23,7 @@ __all__ = [
     "KEY_SIZE",
     "SigningKey",
     "generate_signing_key",
+    "is_compact_jws",
     "jwk_thumbprint",
     "load_private_key",
     "private_key_pem",
@@ -34,6 +36,10 @@ __all__ = [
 ALGORITHM: Final = "RS256"
 KEY_SIZE: Final = 2048
 _PUBLIC_EXPONENT: Final = 65537
+
+# NOTE: RFC 7515 §7.1 and §2: three base64url segments, no padding. PyJWT also accepts
+# trailing "=" on a segment, so "token==" would verify as a second spelling of one token.
+_COMPACT_JWS: Final = re.compile(r"[A-Za-z0-9_-]+\.[A-Za-z0-9_-]+\.[A-Za-z0-9_-]+")
 
 
 @dataclass(frozen=True, slots=True)
@@ -109,6 +115,14 @@ def load_private_key(pem: str) -> rsa.RSAPrivateKey:
 def signing_key_from_pem(pem: str) -> SigningKey:
     """Load a stored key back, with its ``kid`` and public JWK recomputed."""
     return _signing_key(load_private_key(pem))
+
+
+def is_compact_jws(token: str) -> bool:
+    """Whether ``token`` has the shape of a compact JWS: three unpadded base64url segments.
+
+    Only the shape: whether it is a valid signed token is for the verifier to say.
+    """
+    return _COMPACT_JWS.fullmatch(token) is not None
 
 
 def sign(private_key: rsa.RSAPrivateKey, kid: str, payload: dict[str, Any]) -> str:

@@ -17,6 +17,7 @@ from typing import Final
 
 __all__ = [
     "BASE62",
+    "MAX_SECRET_LENGTH",
     "SecretKind",
     "base62_encode",
     "checksum",
@@ -46,7 +47,7 @@ class SecretKind(Enum):
     INSTANCE_TEST = "sk_test_"
     INSTANCE_LIVE = "sk_live_"
     MACHINE = "ak_"
-    TOKEN = "mt_"  # noqa: S105 - a prefix, not a password
+    TOKEN = "mt_"  # noqa: S105 - a prefix, not a password  # nosec B105
 
     @property
     def is_instance_key(self) -> bool:

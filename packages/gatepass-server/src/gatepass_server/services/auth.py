@@ -5,7 +5,13 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-from gatepass_server.domain.keys import SecretKind, digest, is_well_formed, kind_of
+from gatepass_server.domain.keys import (
+    MAX_SECRET_LENGTH,
+    SecretKind,
+    digest,
+    is_well_formed,
+    kind_of,
+)
 
 if TYPE_CHECKING:
     from gatepass_server.domain.clock import Clock
@@ -54,6 +60,11 @@ class KeyAuthenticator:
         Unknown, retired, malformed and deleted-machine keys are all ``None``: the caller
         answers each the same way (SECURITY.md principle 2).
         """
+        # NOTE: SECURITY.md principle 5: no key is longer or non-ASCII; such a string (from
+        # the CLI or the bootstrap setting: the header parser allows neither) never reaches
+        # the digest, whose UTF-8 encoding would raise on a lone surrogate.
+        if len(secret) > MAX_SECRET_LENGTH or not secret.isascii():
+            return None
         now = self._clock.now_ms()
         key_digest = digest(secret)
         # NOTE: a cache hit needs no format check: only the digest of a stored, hence

@@ -3,19 +3,22 @@
 from __future__ import annotations
 
 import asyncio
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Protocol
 
 import jwt
 
+from gatepass_server.domain.jwt import is_compact_jws
 from gatepass_server.domain.keys import (
     SecretKind,
     digest,
     generate_secret,
+    is_machine_id,
     is_well_formed,
     new_token_id,
 )
 from gatepass_server.domain.tokens import (
+    MAX_TOKEN_LENGTH,
     M2MToken,
     TokenFormat,
     VerifyFailure,
@@ -63,7 +66,7 @@ class CreatedToken:
     """A token record and its bearer string (shown in the create response only)."""
 
     token: M2MToken
-    secret: str
+    secret: str = field(repr=False)  # NOTE: a repr may be logged (SECURITY.md 3)
 
 
 class TokenService:
@@ -118,7 +121,7 @@ class TokenService:
                 status=400,
             )
         if reuse:
-            assert min_remaining_ttl_seconds is not None  # noqa: S101 - narrowed by `reuse`
+            assert min_remaining_ttl_seconds is not None  # noqa: S101 - narrowed by `reuse`  # nosec B101
             found = await self._tokens.reusable_token(
                 caller.instance_id,
                 caller.machine_id,
@@ -167,6 +170,10 @@ class TokenService:
         """A subject's tokens; a machine key may list only its own."""
         if isinstance(caller, MachinePrincipal) and caller.machine_id != query.subject:
             raise AuthorizationInvalid(long_message="A machine key may list only its own tokens")
+        # NOTE: a subject no machine can have (a wildcard, a NUL that PostgreSQL refuses with
+        # an error) owns no tokens: answered without asking storage (SECURITY.md principle 5).
+        if not is_machine_id(query.subject):
+            return [], 0
         return await self._tokens.list_tokens(caller.instance_id, query, self._clock.now_ms())
 
     async def get(self, caller: Principal, token_id: str) -> M2MToken:
@@ -231,6 +238,10 @@ class TokenService:
     # -- lookups, through the verification cache -------------------------------------------
 
     async def _lookup(self, instance_id: str, presented: str) -> M2MToken | None:
+        # NOTE: SECURITY.md principle 5: no token is longer or non-ASCII; the CLI passes any
+        # argument here, and the digest's UTF-8 encoding would raise on a lone surrogate.
+        if len(presented) > MAX_TOKEN_LENGTH or not presented.isascii():
+            return None
         token_digest = digest(presented)
         # NOTE: as for keys, a cache hit is the digest of a stored, hence well-formed, token.
         cached = self._cache.peek_token(token_digest)
@@ -241,7 +252,7 @@ class TokenService:
                 token_digest,
                 lambda: self._tokens.token_by_digest(token_digest),
             )
-        if presented.count(".") == 2:  # noqa: PLR2004 - a compact JWS
+        if is_compact_jws(presented):
             token_id = await self._verified_jwt_id(instance_id, presented)
             if token_id is None:
                 return None
@@ -301,6 +312,12 @@ class TokenService:
                 },
             )
         except jwt.PyJWTError:
+            return None
+        # NOTE: "require" only checks that exp is there; it must also be a NumericDate
+        # (RFC 7519 §4.1.4), as every local verifier demands, or one verifier would accept
+        # what the others refuse. The record's expiration still decides validity.
+        expires = claims.get("exp")
+        if isinstance(expires, bool) or not isinstance(expires, int | float):
             return None
         token_id = claims.get("jti")
         return token_id if isinstance(token_id, str) else None
