@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import os
+import re
 import secrets
 import socket
 import subprocess
@@ -12,7 +14,7 @@ import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Final
 
 import httpx
 from sqlalchemy import select, text
@@ -80,10 +82,16 @@ async def assert_rejected(
 ) -> dict[str, Any]:
     """Check a rejection fully: status, exact content type, envelope, code, no echo, no change.
 
+    Besides ``not_echoed``, the request's own ``Authorization`` credential and every
+    secret-shaped string of its JSON body must be absent from the response, and the status
+    must carry its required headers (``Allow`` on 405, ``Retry-After`` on 429 and 503).
     Returns the single error object for further checks.
     """
     assert response.status_code == status, (response.status_code, response.text)
     assert response.headers["content-type"] == "application/json"
+    _assert_status_headers(response)
+    for secret in _request_secrets(response.request):
+        assert secret not in response.text, "a rejection echoed a secret of its request"
     body = response.json()
     assert set(body) == {"errors", "clerk_trace_id"}, body
     assert len(body["errors"]) == 1
@@ -104,6 +112,56 @@ async def assert_rejected(
     return dict(error)
 
 
+# Secret-shaped strings: a key or an opaque token (never the 35-character ``mt_`` id), a JWT.
+_SECRET_RE = re.compile(r"(?:sk_test_|sk_live_|ak_|mt_)[0-9A-Za-z]{36,}|eyJ[\w-]+\.[\w-]+\.[\w-]*")
+_CREDENTIAL_MIN_LENGTH = 16  # shorter pieces of a header ("Bearer", "x") may well be echoed
+
+
+def _strings(value: Any) -> Iterator[str]:
+    if isinstance(value, str):
+        yield value
+    elif isinstance(value, dict):
+        for key, item in value.items():
+            yield from _strings(key)
+            yield from _strings(item)
+    elif isinstance(value, list):
+        for item in value:
+            yield from _strings(item)
+
+
+def _request_secrets(request: httpx.Request) -> set[str]:
+    """What a response must never echo: the sent credential and any secret in the body."""
+    found = {
+        piece
+        for value in request.headers.get_list("authorization")
+        for piece in value.split()
+        if len(piece) >= _CREDENTIAL_MIN_LENGTH
+    }
+    try:
+        content = request.content
+    except httpx.RequestNotRead:  # a streamed body: nothing kept to compare with
+        return found
+    try:
+        body = json.loads(content) if content else None
+    except (ValueError, RecursionError):  # not JSON, or nested deeper than json can read
+        body = None
+    texts = list(_strings(body)) if body is not None else [content.decode(errors="replace")]
+    found.update(m.group() for text in texts for m in _SECRET_RE.finditer(text))
+    return found
+
+
+_REQUIRED_HEADERS: Final = {405: "allow", 429: "retry-after", 503: "retry-after"}
+
+
+def _assert_status_headers(response: httpx.Response) -> None:
+    """The headers a status needs; none of the RFC 7235 challenge Clerk never sends."""
+    required = _REQUIRED_HEADERS.get(response.status_code)
+    if required is not None:
+        assert response.headers.get(required), f"{response.status_code} without {required}"
+    # NOTE: Clerk answers 401 without WWW-Authenticate and so does Gatepass, everywhere alike.
+    assert "www-authenticate" not in response.headers
+
+
 def free_port() -> int:
     """A free TCP port on 127.0.0.1."""
     with contextlib.closing(socket.socket(socket.AF_INET, socket.SOCK_STREAM)) as sock:
@@ -122,6 +180,7 @@ class LiveServer:
     port: int = field(default_factory=free_port)
     process: subprocess.Popen[bytes] | None = None
     log_path: Path | None = None
+    _checked: Path | None = field(default=None, repr=False)
 
     @property
     def url(self) -> str:
@@ -131,12 +190,15 @@ class LiveServer:
     def start(self, log_path: Path, timeout: float = 30.0) -> None:
         """Start and wait until ``/healthz`` answers."""
         self.log_path = log_path
+        self._checked = None
         env = {
             **os.environ,
             **self.env,
             "GATEPASS_HOST": "127.0.0.1",
             "GATEPASS_PORT": str(self.port),
         }
+        if not self.env.get("GATEPASS_LOG_LEVEL"):
+            env["GATEPASS_LOG_LEVEL"] = "debug"  # the hygiene check reads every line at stop
         with log_path.open("ab") as log:
             self.process = subprocess.Popen(
                 [str(SERVER_BIN), "serve"],
@@ -159,15 +221,21 @@ class LiveServer:
         raise RuntimeError(msg)
 
     def stop(self) -> None:
-        """Terminate the process we started (and only it)."""
-        if self.process is None or self.process.poll() is not None:
+        """Terminate the process we started (and only it); check its log for secrets."""
+        if self.process is None:
             return
-        self.process.terminate()
-        try:
-            self.process.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            self.process.kill()
-            self.process.wait(timeout=10)
+        if self.process.poll() is None:
+            self.process.terminate()
+            try:
+                self.process.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait(timeout=10)
+        if self.log_path is not None and self.log_path != self._checked:
+            self._checked = self.log_path
+            from hygiene import check_server_log  # noqa: PLC0415 - a pytest plugin: import late
+
+            check_server_log(self.log(), f"the server on port {self.port}")
 
     def log(self) -> str:
         """Everything the server printed so far."""

@@ -331,3 +331,48 @@ async def test_failed_authentication_is_not_logged_with_the_key(
         )
     assert key not in repr(logs)
     assert sk not in repr(logs)
+
+
+@SQLITE_ONLY
+@pytest.mark.parametrize(
+    ("headers", "code"),
+    [
+        ({}, "authentication_invalid"),
+        ({"Authorization": "Basic {key}"}, "authorization_header_format_invalid"),
+        ({"Authorization": "Bearer {key} {key}"}, "authorization_header_format_invalid"),
+        ({"Authorization": "Bearer " + "a" * 2000}, "authorization_header_format_invalid"),
+        ({"Authorization": "Bearer {key}\x7f"}, "authorization_header_format_invalid"),
+    ],
+)
+async def test_token_routes_refuse_bad_credentials_like_the_others(
+    client: httpx.AsyncClient, sk: str, runtime: Runtime, headers: dict[str, str], code: str
+) -> None:
+    """Verify, list and revoke give the header's 401; minting gives its one 401 for all."""
+    machine = await create_machine(client, sk)
+    filled = {k: v.format(key=machine["secret_key"]) for k, v in headers.items()}
+    for method, url, body in (
+        ("POST", "/v1/m2m_tokens/verify", {"token": generate_secret(SecretKind.TOKEN)}),
+        ("GET", f"/v1/m2m_tokens?subject={machine['id']}", None),
+        ("POST", "/v1/m2m_tokens/mt_" + "0" * 32 + "/revoke", {}),
+        ("GET", "/v1/m2m_tokens/jwks", None),
+    ):
+        await refused(
+            client,
+            runtime,
+            method,
+            url,
+            json=body,
+            headers=filled,
+            status=401,
+            code=code,
+        )
+    await refused(
+        client,
+        runtime,
+        "POST",
+        "/v1/m2m_tokens",
+        json={},
+        headers=filled,
+        status=401,
+        code="machine_secret_key_invalid",
+    )

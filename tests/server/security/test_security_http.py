@@ -156,3 +156,75 @@ async def test_every_kind_of_error_has_security_headers(
         client, runtime, method, url, status=status, code=code, not_echoed=[sk], **kwargs
     )
     _assert_security_headers(response)
+
+
+@SQLITE_ONLY
+@pytest.mark.parametrize(
+    ("method", "path", "allow"),
+    [
+        ("GET", "/v1/m2m_tokens/verify", {"POST"}),
+        ("GET", "/m2m_tokens/verify", {"POST"}),
+        ("DELETE", "/v1/m2m_tokens/verify", {"POST"}),
+        ("POST", "/v1/m2m_tokens/revocations", {"GET", "HEAD"}),
+        ("POST", "/v1/m2m_tokens/jwks", {"GET", "HEAD"}),
+        ("DELETE", "/v1/jwks", {"GET", "HEAD"}),
+        ("DELETE", "/v1/m2m_tokens", {"GET", "HEAD", "POST"}),
+        ("POST", "/healthz", {"GET", "HEAD"}),
+    ],
+)
+async def test_unsupported_method_on_a_fixed_path_is_405_not_a_lookup(
+    client: httpx.AsyncClient, sk: str, runtime: Runtime, method: str, path: str, allow: set[str]
+) -> None:
+    """A fixed path never falls through to a sibling ``{id}`` route: 405 with its own Allow.
+
+    Regression: ``GET /v1/m2m_tokens/verify`` was served by ``/m2m_tokens/{token_id}`` as a
+    lookup of the token id "verify" and answered 404 "Token not found".
+    """
+    response, _ = await refused(
+        client,
+        runtime,
+        method,
+        path,
+        headers=auth(sk),
+        status=405,
+        code="method_not_allowed",
+    )
+    assert {m.strip() for m in response.headers["allow"].split(",")} == allow
+
+
+@SQLITE_ONLY
+@pytest.mark.parametrize(
+    ("method", "suffix", "allow"),
+    [
+        ("PUT", "/machines/{machine}", {"GET", "HEAD", "PATCH", "DELETE"}),
+        ("POST", "/machines/{machine}", {"GET", "HEAD", "PATCH", "DELETE"}),
+        ("PATCH", "/machines/{machine}/scopes", {"POST"}),
+        ("GET", "/machines/{machine}/secret_key/rotate", {"POST"}),
+        ("DELETE", "/machines/{machine}/secret_key", {"GET", "HEAD"}),
+        ("POST", "/m2m_tokens/{token}", {"GET", "HEAD"}),
+        ("GET", "/m2m_tokens/{token}/revoke", {"POST"}),
+        ("DELETE", "/m2m_tokens/{token}", {"GET", "HEAD"}),
+    ],
+)
+@pytest.mark.parametrize("prefix", ["/v1", ""])
+async def test_unsupported_methods_on_item_paths_are_405_with_allow(
+    client: httpx.AsyncClient,
+    sk: str,
+    runtime: Runtime,
+    method: str,
+    suffix: str,
+    allow: set[str],
+    prefix: str,
+) -> None:
+    """A wrong method on a path with ids is 405 with its Allow list (the object unknown)."""
+    path = prefix + suffix.format(machine=UNKNOWN_MACHINE_ID, token="mt_" + "0" * 32)
+    response, _ = await refused(
+        client,
+        runtime,
+        method,
+        path,
+        headers=auth(sk),
+        status=405,
+        code="method_not_allowed",
+    )
+    assert {m.strip() for m in response.headers["allow"].split(",")} == allow

@@ -104,3 +104,60 @@ async def test_retired_instance_key_dies_at_grace_end(
     clock.set(start + 10_000)
     await _assert_dead(client, runtime, sk)
     assert (await client.get("/v1/machines", headers=auth(new_sk))).status_code == 200
+
+
+async def test_rotation_grace_old_key_mints_until_grace_end(
+    client: httpx.AsyncClient, sk: str, runtime: Runtime, clock: FixedClock
+) -> None:
+    """In its grace the old key still mints; from grace end on, minting with it is 401.
+
+    The tokens it minted live on to their own expiry: a rotation is not a revocation.
+    """
+    receiver = await create_machine(client, sk, name="receiver")
+    machine = await create_machine(client, sk, scoped_machines=[receiver["id"]])
+    old = machine["secret_key"]
+    start = clock.now_ms()
+    rotated = await client.post(
+        f"/v1/machines/{machine['id']}/secret_key/rotate",
+        json={"previous_token_ttl": 60},
+        headers=auth(sk),
+    )
+    new = rotated.json()["secret"]
+    clock.set(start + 59_999)
+    in_grace = await client.post(
+        "/v1/m2m_tokens", json={"seconds_until_expiration": 600}, headers=auth(old)
+    )
+    assert in_grace.status_code == 201, in_grace.text
+    clock.set(start + 60_000)
+    await refused(
+        client,
+        runtime,
+        "POST",
+        "/v1/m2m_tokens",
+        json={},
+        headers=auth(old),
+        status=401,
+        code="machine_secret_key_invalid",
+        not_echoed=[new],
+    )
+    assert (await client.post("/v1/m2m_tokens", json={}, headers=auth(new))).status_code == 201
+    verified = await client.post(
+        "/v1/m2m_tokens/verify",
+        json={"token": in_grace.json()["token"]},
+        headers=auth(receiver["secret_key"]),
+    )
+    assert verified.status_code == 200, verified.text
+
+
+async def test_rotation_with_zero_grace_kills_the_cached_old_key_at_once(
+    client: httpx.AsyncClient, sk: str, runtime: Runtime
+) -> None:
+    """A key just used (so cached) stops at once when rotated with ``previous_token_ttl`` 0."""
+    machine = await create_machine(client, sk)
+    await _assert_alive(client, runtime, machine["secret_key"])  # now in the key cache
+    await client.post(
+        f"/v1/machines/{machine['id']}/secret_key/rotate",
+        json={"previous_token_ttl": 0},
+        headers=auth(sk),
+    )
+    await _assert_dead(client, runtime, machine["secret_key"])

@@ -7,7 +7,7 @@ list cannot inject SQL, dump everything at once or turn a search into a wildcard
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import pytest
 from security_support import SQLITE_ONLY, create_machine, refused
@@ -132,3 +132,119 @@ async def test_total_count_counts_only_matches_of_own_instance(
         await create_machine(client, other_sk, name="shared-name")
     response = await client.get("/v1/machines", params={"query": "shared"}, headers=auth(sk))
     assert response.json()["total_count"] == 1
+
+
+# -- GET /v1/m2m_tokens ------------------------------------------------------------------------
+
+
+async def _minter(client: httpx.AsyncClient, sk: str, tokens: int) -> dict[str, Any]:
+    machine = await create_machine(client, sk, name="minter")
+    for _ in range(tokens):
+        minted = await client.post("/v1/m2m_tokens", json={}, headers=auth(machine["secret_key"]))
+        assert minted.status_code == 201, minted.text
+    return machine
+
+
+@pytest.mark.parametrize(
+    "subject",
+    ["mch_%00", "%00", "{id}%00", "{id}%00%", "%ED%A0%80", "%FF", "m" * 5000, "mch_%", "{id}%25"],
+)
+async def test_token_list_subject_that_no_machine_can_have_lists_nothing(
+    client: httpx.AsyncClient, sk: str, subject: str
+) -> None:
+    """NUL, undecodable bytes, wildcards or a huge ``subject``: an empty page, never a 500.
+
+    Regression: a NUL in ``subject`` reached PostgreSQL, which refuses it in text, as a 500.
+    """
+    machine = await _minter(client, sk, 2)
+    response = await client.get(
+        f"/v1/m2m_tokens?subject={subject.format(id=machine['id'])}&revoked=true&expired=true",
+        headers=auth(sk),
+    )
+    assert response.status_code == 200, response.text
+    assert response.json() == {"m2m_tokens": [], "total_count": 0}
+
+
+async def test_token_list_subject_is_required(
+    client: httpx.AsyncClient, sk: str, runtime: Runtime
+) -> None:
+    """No ``subject`` (or an empty one) is 400 ``missing_query_parameter``: no instance dump."""
+    await _minter(client, sk, 1)
+    for query in ("", "?subject=", "?limit=100", "?subject_id=x"):
+        await refused(
+            client,
+            runtime,
+            "GET",
+            f"/v1/m2m_tokens{query}",
+            headers=auth(sk),
+            status=400,
+            code="missing_query_parameter",
+            param_name="subject",
+        )
+
+
+@SQLITE_ONLY
+@pytest.mark.parametrize(
+    ("param", "value", "code"),
+    [
+        ("limit", "101", "form_param_value_invalid"),
+        ("limit", "0", "form_param_value_invalid"),
+        ("limit", str(2**62), "form_param_value_invalid"),
+        ("limit", "1e400", "form_param_format_invalid"),
+        ("limit", "nan", "form_param_format_invalid"),
+        ("offset", "-1", "form_param_value_invalid"),
+        ("offset", str(2**62 + 1), "form_param_value_invalid"),
+        ("offset", "9" * 5000, "form_param_format_invalid"),
+        ("revoked", "yes", "form_param_format_invalid"),
+        ("expired", "null", "form_param_format_invalid"),
+    ],
+)
+async def test_token_list_pagination_and_flags_are_bounded(
+    client: httpx.AsyncClient, sk: str, runtime: Runtime, param: str, value: str, code: str
+) -> None:
+    """``limit`` 1..100, ``offset`` 0..2**62, strict booleans: anything else is a 400."""
+    machine = await _minter(client, sk, 1)
+    await refused(
+        client,
+        runtime,
+        "GET",
+        "/v1/m2m_tokens",
+        params={"subject": machine["id"], param: value},
+        headers=auth(sk),
+        status=400,
+        code=code,
+        param_name=param,
+    )
+
+
+async def test_token_list_offset_extremes_do_not_fail(client: httpx.AsyncClient, sk: str) -> None:
+    """The largest offset is an empty page with the true count, on both backends."""
+    machine = await _minter(client, sk, 3)
+    response = await client.get(
+        "/v1/m2m_tokens",
+        params={"subject": machine["id"], "offset": 2**62, "limit": 100},
+        headers=auth(sk),
+    )
+    assert response.status_code == 200, response.text
+    assert response.json() == {"m2m_tokens": [], "total_count": 3}
+
+
+@SQLITE_ONLY
+@pytest.mark.parametrize(
+    "order_by", ["created_at", "-created_at", "name; DROP TABLE m2m_tokens", "(SELECT 1)", "1"]
+)
+async def test_token_list_order_by_is_not_an_input(
+    client: httpx.AsyncClient, sk: str, order_by: str
+) -> None:
+    """The token list takes no ``order_by``: whatever is sent, it is newest first, unchanged."""
+    machine = await _minter(client, sk, 3)
+    params = {"subject": machine["id"]}
+    plain = await client.get("/v1/m2m_tokens", params=params, headers=auth(sk))
+    ordered = await client.get(
+        "/v1/m2m_tokens", params={**params, "order_by": order_by}, headers=auth(sk)
+    )
+    assert ordered.status_code == 200, ordered.text
+    assert ordered.json() == plain.json()
+    created = [(t["created_at"], t["id"]) for t in plain.json()["m2m_tokens"]]
+    assert created == sorted(created, reverse=True)
+    assert len(created) == 3

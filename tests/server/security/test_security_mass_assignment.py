@@ -6,7 +6,7 @@ friends are refused, never silently applied (CONTRACT.md §4).
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import pytest
 from security_support import SQLITE_ONLY, UNKNOWN_MACHINE_ID, create_machine, refused
@@ -137,3 +137,98 @@ async def test_field_name_lookalikes_are_unknown(
         code="form_param_unknown",
     )
     assert "\x00" not in error["meta"]["param_name"]
+
+
+@pytest.fixture
+async def minted(client: httpx.AsyncClient, sk: str) -> dict[str, Any]:
+    """A caller scoped to a receiver, one live opaque token of the caller, and their keys."""
+    receiver = await create_machine(client, sk, name="receiver")
+    caller = await create_machine(client, sk, name="caller", scoped_machines=[receiver["id"]])
+    token = await client.post("/v1/m2m_tokens", json={}, headers=auth(caller["secret_key"]))
+    assert token.status_code == 201, token.text
+    return {"caller": caller, "receiver": receiver, "token": token.json()}
+
+
+TOKEN_SMUGGLED = {
+    "scopes": ["{receiver}", UNKNOWN_MACHINE_ID],
+    "subject": "{receiver}",
+    "id": "mt_" + "1" * 32,
+    "instance_id": "ins_" + "1" * 27,
+    "revoked": False,
+    "revoked_at": None,
+    "expiration": 2**62,
+    "claims": {"role": "admin"},
+    "token_format": "opaque",
+}
+
+
+def _fill(field: str, receiver_id: str) -> Any:
+    """The smuggled value of ``field``, naming the real receiver where it names a machine."""
+    value = TOKEN_SMUGGLED[field]
+    if isinstance(value, list):
+        return [v.format(receiver=receiver_id) for v in value]
+    if isinstance(value, str):
+        return value.format(receiver=receiver_id)
+    return value
+
+
+@SQLITE_ONLY
+@pytest.mark.parametrize("field", sorted(TOKEN_SMUGGLED))
+async def test_token_revoke_refuses_smuggled_fields(
+    client: httpx.AsyncClient, sk: str, runtime: Runtime, minted: dict[str, Any], field: str
+) -> None:
+    """A revoke body is ``revocation_reason`` only: anything else refuses the whole revoke."""
+    value = _fill(field, minted["receiver"]["id"])
+    for key in (sk, minted["caller"]["secret_key"]):
+        await refused(
+            client,
+            runtime,
+            "POST",
+            f"/v1/m2m_tokens/{minted['token']['id']}/revoke",
+            json={"revocation_reason": "ok", field: value},
+            headers=auth(key),
+            status=400,
+            code="form_param_unknown",
+            param_name=field,
+        )
+
+
+@SQLITE_ONLY
+@pytest.mark.parametrize("field", sorted(TOKEN_SMUGGLED))
+async def test_token_verify_refuses_smuggled_fields(
+    client: httpx.AsyncClient, sk: str, runtime: Runtime, minted: dict[str, Any], field: str
+) -> None:
+    """A verify body cannot widen or redirect the check (``scopes``, ``subject``, ``id`` …)."""
+    value = _fill(field, minted["receiver"]["id"])
+    for key in (sk, minted["receiver"]["secret_key"]):
+        await refused(
+            client,
+            runtime,
+            "POST",
+            "/v1/m2m_tokens/verify",
+            json={"token": minted["token"]["token"], field: value},
+            headers=auth(key),
+            status=400,
+            code="form_param_unknown",
+            param_name=field,
+        )
+
+
+@SQLITE_ONLY
+async def test_token_create_refuses_every_smuggled_field(
+    client: httpx.AsyncClient, runtime: Runtime, minted: dict[str, Any]
+) -> None:
+    """Minting takes no ``subject``, ``scopes``, ``id``, ``instance_id`` or state fields."""
+    for field in sorted(TOKEN_SMUGGLED.keys() - {"claims", "token_format"}):  # real mint inputs
+        filled = _fill(field, minted["receiver"]["id"])
+        await refused(
+            client,
+            runtime,
+            "POST",
+            "/v1/m2m_tokens",
+            json={field: filled},
+            headers=auth(minted["caller"]["secret_key"]),
+            status=400,
+            code="form_param_unknown",
+            param_name=field,
+        )

@@ -17,10 +17,16 @@ from typing import TYPE_CHECKING, Any
 import jwt
 import pytest
 from cryptography.hazmat.primitives import serialization
-from security_support import SQLITE_ONLY, UNKNOWN_MACHINE_ID, create_machine, refused
+from security_support import (
+    SQLITE_ONLY,
+    UNKNOWN_MACHINE_ID,
+    create_machine,
+    refused,
+    without_trace_id,
+)
 
 from gatepass_server.domain.keys import SecretKind, generate_secret
-from helpers import auth
+from helpers import auth, storage_snapshot
 
 if TYPE_CHECKING:
     from collections.abc import Iterator
@@ -353,13 +359,72 @@ async def test_deleted_machine_tokens_stop_verifying(
 
 
 async def test_double_revoke_keeps_first_reason(
-    client: httpx.AsyncClient, setup: Setup, sk: str
+    client: httpx.AsyncClient, runtime: Runtime, setup: Setup, sk: str, clock: FixedClock
 ) -> None:
-    """A second revoke cannot rewrite the audit trail."""
+    """A second revoke cannot rewrite the audit trail: 200, and storage does not change."""
     url = f"/v1/m2m_tokens/{setup.token['id']}/revoke"
-    await client.post(url, json={"revocation_reason": "leaked"}, headers=auth(sk))
-    again = await client.post(url, json={"revocation_reason": "cover-up"}, headers=auth(sk))
-    assert again.json()["revocation_reason"] == "leaked"
+    first = await client.post(
+        url, json={"revocation_reason": "leaked"}, headers=auth(setup.caller["secret_key"])
+    )
+    assert first.status_code == 200, first.text
+    clock.advance(5_000)
+    before = await storage_snapshot(runtime)
+    for key, body in ((sk, {"revocation_reason": "cover-up"}), (sk, {}), (sk, None)):
+        again = await client.post(url, json=body, headers=auth(key))
+        assert again.status_code == 200, again.text
+        assert again.json() == first.json()
+    assert await storage_snapshot(runtime) == before
+
+
+async def test_reuse_never_hands_back_a_revoked_expiring_or_foreign_token(
+    client: httpx.AsyncClient, setup: Setup, sk: str, clock: FixedClock
+) -> None:
+    """Reuse hands back a stored secret: only the caller's own, live, with more time left.
+
+    With ``min_remaining_ttl_seconds`` a token with exactly that much left, a revoked one
+    and another machine's are never returned.
+    """
+    body = {"seconds_until_expiration": 600, "min_remaining_ttl_seconds": 60}
+
+    async def mint(key: str) -> dict[str, Any]:
+        created = await client.post("/v1/m2m_tokens", json=body, headers=auth(key))
+        assert created.status_code == 201, created.text
+        return dict(created.json())
+
+    first = await mint(setup.caller["secret_key"])
+    assert (await mint(setup.caller["secret_key"]))["id"] == first["id"]
+    other = await mint(setup.receiver["secret_key"])
+    assert other["id"] != first["id"]
+    clock.set(first["expiration"] - 60_000)  # exactly the minimum left: not enough
+    second = await mint(setup.caller["secret_key"])
+    assert second["id"] != first["id"]
+    await client.post(f"/v1/m2m_tokens/{second['id']}/revoke", json={}, headers=auth(sk))
+    third = await mint(setup.caller["secret_key"])
+    assert third["id"] not in {first["id"], second["id"]}
+    assert third["token"] not in {first["token"], second["token"], other["token"]}
+
+
+async def test_machine_key_cannot_read_another_machines_token(
+    client: httpx.AsyncClient, runtime: Runtime, setup: Setup
+) -> None:
+    """Object level: the receiver gets the same 404 for the caller's token as for none."""
+    bodies = []
+    for token_id in (setup.token["id"], UNKNOWN_TOKEN_ID):
+        response, _ = await refused(
+            client,
+            runtime,
+            "GET",
+            f"/v1/m2m_tokens/{token_id}",
+            headers=auth(setup.receiver["secret_key"]),
+            status=404,
+            code="resource_not_found",
+        )
+        bodies.append(without_trace_id(response))
+    assert bodies[0] == bodies[1]
+    own = await client.get(
+        f"/v1/m2m_tokens/{setup.token['id']}", headers=auth(setup.caller["secret_key"])
+    )
+    assert own.status_code == 200, own.text
 
 
 # -- enumeration ---------------------------------------------------------------------------------

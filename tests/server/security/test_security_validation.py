@@ -345,3 +345,154 @@ async def test_odd_path_ids_are_404(
         status=404,
         code="resource_not_found",
     )
+
+
+# -- /m2m_tokens bodies: field errors are 400 there (CONTRACT.md §5) ------------------------------
+
+
+TOKEN_CREATE_CASES: list[tuple[dict[str, Any], str, str]] = [
+    ({"token_format": 1}, "token_format", "form_param_format_invalid"),
+    ({"token_format": "JWT"}, "token_format", "form_param_value_invalid"),
+    ({"token_format": "none"}, "token_format", "form_param_value_invalid"),
+    ({"seconds_until_expiration": 0}, "seconds_until_expiration", "form_param_value_invalid"),
+    ({"seconds_until_expiration": -1}, "seconds_until_expiration", "form_param_value_invalid"),
+    ({"seconds_until_expiration": "60"}, "seconds_until_expiration", "form_param_format_invalid"),
+    ({"seconds_until_expiration": True}, "seconds_until_expiration", "form_param_format_invalid"),
+    (
+        {"seconds_until_expiration": 315_360_001},
+        "seconds_until_expiration",
+        "form_param_value_invalid",
+    ),
+    ({"claims": []}, "claims", "form_param_format_invalid"),
+    ({"claims": "x"}, "claims", "form_param_format_invalid"),
+    (
+        {"claims": {"a": {"b": {"c": {"d": {"e": {"f": {"g": {"h": 1}}}}}}}}},
+        "claims",
+        "form_param_value_invalid",
+    ),
+    ({"claims": {"a": "\x00"}}, "claims", "form_param_value_invalid"),
+    ({"claims": {"\x00": 1}}, "claims", "form_param_value_invalid"),
+    ({"claims": {"a": "x" * 8200}}, "claims", "form_param_value_invalid"),
+    ({"min_remaining_ttl_seconds": -1}, "min_remaining_ttl_seconds", "form_param_value_invalid"),
+    ({"min_remaining_ttl_seconds": 1.5}, "min_remaining_ttl_seconds", "form_param_format_invalid"),
+    ({"min_remaining_ttl_seconds": "1"}, "min_remaining_ttl_seconds", "form_param_format_invalid"),
+    ({"min_remaining_ttl_seconds": 3600}, "min_remaining_ttl_seconds", "form_param_value_invalid"),
+]
+
+
+@SQLITE_ONLY
+async def test_token_create_field_types_and_ranges_are_400(
+    client: httpx.AsyncClient, sk: str, runtime: Runtime
+) -> None:
+    """Each ill-typed, out-of-range or oversized mint field is a 400 naming it; nothing minted."""
+    minter = await create_machine(client, sk)
+    for body, field, code in TOKEN_CREATE_CASES:
+        try:
+            await refused(
+                client,
+                runtime,
+                "POST",
+                "/v1/m2m_tokens",
+                json=body,
+                headers=auth(minter["secret_key"]),
+                status=400,
+                code=code,
+                param_name=field,
+            )
+        except AssertionError as exc:
+            raise AssertionError(f"case {body!r}: {exc}") from exc
+
+
+@SQLITE_ONLY
+async def test_token_revoke_and_verify_field_types_are_400(
+    client: httpx.AsyncClient, sk: str, runtime: Runtime
+) -> None:
+    """Revoke and verify bodies: wrong types, over-long or NUL reasons are 400s naming the field."""
+    minter = await create_machine(client, sk)
+    token = (
+        await client.post("/v1/m2m_tokens", json={}, headers=auth(minter["secret_key"]))
+    ).json()
+    revoke = f"/v1/m2m_tokens/{token['id']}/revoke"
+    verify = "/v1/m2m_tokens/verify"
+    cases: list[tuple[str, dict[str, Any], str, str]] = [
+        (revoke, {"revocation_reason": 1}, "revocation_reason", "form_param_format_invalid"),
+        (revoke, {"revocation_reason": ["a"]}, "revocation_reason", "form_param_format_invalid"),
+        (
+            revoke,
+            {"revocation_reason": "x" * 1001},
+            "revocation_reason",
+            "form_param_max_length_exceeded",
+        ),
+        (revoke, {"revocation_reason": "a\x00"}, "revocation_reason", "form_param_value_invalid"),
+        (verify, {"token": 1}, "token", "form_param_format_invalid"),
+        (verify, {"token": [token["token"]]}, "token", "form_param_format_invalid"),
+        (verify, {"token": None}, "token", "form_param_missing"),
+        (verify, {}, "token", "form_param_missing"),
+        (verify, {"secret": {"token": token["token"]}}, "secret", "form_param_format_invalid"),
+    ]
+    for url, body, field, code in cases:
+        try:
+            await refused(
+                client,
+                runtime,
+                "POST",
+                url,
+                json=body,
+                headers=auth(sk),
+                status=400,
+                code=code,
+                param_name=field,
+            )
+        except AssertionError as exc:
+            raise AssertionError(f"case {url} {body!r}: {exc}") from exc
+
+
+@SQLITE_ONLY
+@pytest.mark.parametrize(
+    "raw",
+    [
+        b'{"claims": {"a": "\\ud800"}}',
+        b'{"claims": {"\\udc00": 1}}',
+        b'{"claims": {"a": NaN}}',
+        b'{"claims": {"a": 1e400}}',
+        b'{"seconds_until_expiration": Infinity}',
+        b'{"claims": ' + b"[" * 5000 + b"]" * 5000 + b"}",
+    ],
+    ids=["surrogate-value", "surrogate-key", "NaN", "1e400", "Infinity", "deep"],
+)
+async def test_token_create_undecodable_bodies_are_400(
+    client: httpx.AsyncClient, sk: str, runtime: Runtime, raw: bytes
+) -> None:
+    """Lone surrogates, non-finite numbers and deep nesting in a mint body: 400, never a 500."""
+    minter = await create_machine(client, sk)
+    await refused(
+        client,
+        runtime,
+        "POST",
+        "/v1/m2m_tokens",
+        content=raw,
+        headers={**auth(minter["secret_key"]), **JSON},
+        status=400,
+        code="request_body_invalid",
+    )
+
+
+async def test_unicode_claims_and_reasons_round_trip(client: httpx.AsyncClient, sk: str) -> None:
+    """Astral, combining, RTL and zero-width text survives both backends byte for byte."""
+    text = "🚀 é\u0301 \u202ertl\u202c \u200b 中文 \U0010fffd"
+    minter = await create_machine(client, sk, name=text)
+    created = await client.post(
+        "/v1/m2m_tokens",
+        json={"claims": {text: [text, {"k": text}]}},
+        headers=auth(minter["secret_key"]),
+    )
+    assert created.status_code == 201, created.text
+    revoked = await client.post(
+        f"/v1/m2m_tokens/{created.json()['id']}/revoke",
+        json={"revocation_reason": text},
+        headers=auth(sk),
+    )
+    assert revoked.json()["revocation_reason"] == text
+    assert revoked.json()["claims"] == {text: [text, {"k": text}]}
+    got = await client.get(f"/v1/machines/{minter['id']}", headers=auth(sk))
+    assert got.json()["name"] == text

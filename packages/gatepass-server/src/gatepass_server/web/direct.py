@@ -4,7 +4,8 @@ A request whose path is one of the fixed API paths (``/v1/m2m_tokens/verify``,
 ``/v1/machines``, …) and whose method that path serves goes straight to its handler: no
 router scan, no framework middleware. The handler and the error renderer are the ones the
 router would have called, so the answer is the same byte for byte. Everything else (paths
-with ids, a method the path does not serve, unknown paths) goes to the wrapped app.
+with ids, unknown paths) goes to the wrapped app; a method a fixed path does not serve
+is a 405 here.
 """
 
 from __future__ import annotations
@@ -13,7 +14,7 @@ from typing import TYPE_CHECKING
 
 from starlette.requests import Request
 
-from gatepass_server.errors import GatepassError
+from gatepass_server.errors import GatepassError, MethodNotAllowed
 from gatepass_server.web.requests import RUNTIME_KEY
 from gatepass_server.web.responses import error_response, request_id_of
 
@@ -56,8 +57,13 @@ class DirectRoutes:
         route, handlers = found
         method = scope["method"]
         handler = handlers.get("GET" if method == "HEAD" else method)
-        if handler is None:  # 405 with the Allow list, rendered by the router
-            await self.app(scope, receive, send)
+        if handler is None:
+            # NOTE: answered here, not by the router, which would hand a path such as
+            # GET /v1/m2m_tokens/verify to /m2m_tokens/{token_id} and say "token not found":
+            # a method a fixed path does not serve is 405 with its Allow list (Starlette's).
+            allow = {"Allow": ", ".join(sorted(route.methods or ()))}
+            response = error_response(MethodNotAllowed(headers=allow), request_id_of(scope))
+            await response(scope, receive, send)
             return
         scope["app"] = self.app
         scope["route"] = route
