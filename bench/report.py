@@ -29,7 +29,8 @@ import json
 import math
 import os
 import platform
-import subprocess
+import shutil
+import subprocess  # nosec B404  # runs git for the report header: fixed argv, no shell
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Final
@@ -130,9 +131,12 @@ def _cpu_model() -> str:
 
 
 def _git(*args: str) -> str | None:
+    git = shutil.which("git")  # a full path, not whatever a relative PATH entry holds
+    if git is None:
+        return None
     try:
-        done = subprocess.run(
-            ["git", *args],
+        done = subprocess.run(  # nosec B603  # git by its full path, fixed argv, no shell
+            [git, *args],
             cwd=_REPO,
             capture_output=True,
             text=True,

@@ -12,7 +12,7 @@ import contextlib
 import json
 import os
 import signal
-import subprocess
+import subprocess  # nosec B404  # runs bench.micro: fixed argv, no shell
 import sys
 import tempfile
 import time
@@ -218,7 +218,7 @@ def _verify_each(url: str, key: str, tokens: Sequence[str]) -> None:
 def _micro(name: str, seconds: float, *extra: str) -> dict[str, Any]:
     """``python -m bench.micro name`` pinned to SERVER_CPU, the core the servers get."""
     argv = ["taskset", "-c", str(SERVER_CPU), sys.executable, "-m", "bench.micro", name]
-    out = subprocess.run(
+    out = subprocess.run(  # nosec B603  # our interpreter and module, no shell
         [*argv, "--seconds", str(seconds), *extra],
         check=True,
         capture_output=True,
@@ -521,7 +521,7 @@ def _server_propagation(a: Node, b_url: str, count: int) -> list[float]:
         headers = {"Authorization": f"Bearer {a.seeded.receiver_key}"}
         for _ in range(count):
             token = minter.m2m_tokens.create(seconds_until_expiration=600)
-            assert token.token is not None  # noqa: S101 - the create response holds it
+            assert token.token is not None  # noqa: S101 - the create response holds it  # nosec B101
             body = {"token": token.token}
             if b.post(VERIFY_PATH, json=body, headers=headers).status_code != HTTP_OK:
                 raise RuntimeError("node B refused a fresh token")
@@ -543,7 +543,7 @@ def _sdk_propagation(a: Node, b_url: str, count: int) -> list[float]:
     with minter, admin, verifier:
         for _ in range(count):
             token = minter.m2m_tokens.create(token_format=JWT, seconds_until_expiration=600)
-            assert token.token is not None  # noqa: S101 - the create response holds it
+            assert token.token is not None  # noqa: S101 - the create response holds it  # nosec B101
             if not verifier.authenticate_token(token.token).is_authenticated:
                 raise RuntimeError("the SDK refused a fresh JWT")
             admin.m2m_tokens.revoke(token.id)

@@ -36,6 +36,8 @@ POSTGRES_ADMIN_URL = os.environ.get(
 )
 REDIS_URL = os.environ.get("GATEPASS_TEST_REDIS_URL", "redis://127.0.0.1:6379/0")
 START_MS = 1_754_938_436_732
+# Every test fails if a secret it saw reaches a log line or a later response (hygiene.py).
+pytest_plugins = ["hygiene"]
 MASTER_KEY = encode_master_key(bytes(range(32)))
 
 

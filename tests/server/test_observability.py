@@ -92,3 +92,10 @@ def test_metrics_registries_are_independent() -> None:
         )
         is None
     )
+
+
+def test_redact_hides_a_jwt() -> None:
+    """A JWT M2M token is a bearer secret too: redacted wherever it appears (a traceback)."""
+    jwt = "eyJhbGciOiJSUzI1NiJ9.eyJzdWIiOiJtY2hfeCJ9." + "s1gnature-_" * 30
+    redacted = redact(f"RuntimeError: a library choked on {jwt}.")
+    assert redacted == "RuntimeError: a library choked on eyJ[REDACTED]."

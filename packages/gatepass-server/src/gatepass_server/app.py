@@ -54,12 +54,12 @@ def _handlers() -> dict[str, Mapping[str, Handler]]:
 
 
 async def _on_gatepass_error(request: Request, exc: Exception) -> Response:
-    assert isinstance(exc, GatepassError)  # noqa: S101 - registered for this type only
+    assert isinstance(exc, GatepassError)  # noqa: S101 - registered for this type only  # nosec B101
     return error_response(exc, request_id_of(request.scope))
 
 
 async def _on_http_exception(request: Request, exc: Exception) -> Response:
-    assert isinstance(exc, HTTPException)  # noqa: S101 - registered for this type only
+    assert isinstance(exc, HTTPException)  # noqa: S101 - registered for this type only  # nosec B101
     if exc.status_code == 405:  # noqa: PLR2004
         return error_response(
             MethodNotAllowed(headers=dict(exc.headers or {})), request_id_of(request.scope)

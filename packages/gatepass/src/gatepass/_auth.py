@@ -722,7 +722,7 @@ class AsyncAuthenticator:
             return hit
         key = self._v.key_for(token)
         if isinstance(key, _NeedKey):
-            assert self._jwks_lock is not None  # noqa: S101 - set by _bind
+            assert self._jwks_lock is not None  # noqa: S101 - set by _bind  # nosec B101
             async with self._jwks_lock:
                 again = self._v.key_for(token)
                 if isinstance(again, _NeedKey):
@@ -744,7 +744,7 @@ class AsyncAuthenticator:
 
     async def _ensure_feed(self) -> bool:
         first_read = self._first_read
-        assert first_read is not None  # noqa: S101 - set by _bind
+        assert first_read is not None  # noqa: S101 - set by _bind  # nosec B101
         if self._feed_task is None or self._feed_task.done():
             self._feed_task = asyncio.get_running_loop().create_task(
                 self._follow(first_read), name="gatepass-revocations"

@@ -218,7 +218,7 @@ class BaseClient:
             return Retry(retry_after)
         backoff = min(_BACKOFF_CAP, _BACKOFF_START * 2**attempt)
         # NOTE: full jitter, so clients refused together do not come back together.
-        return Retry(random.uniform(0, backoff))  # noqa: S311 - jitter, not a secret
+        return Retry(random.uniform(0, backoff))  # noqa: S311 - jitter, not a secret  # nosec B311
 
 
 _MISSING_KEY: Final = {

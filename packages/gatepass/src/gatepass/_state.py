@@ -24,36 +24,36 @@ class TokenType(StrEnum):
     meaning: such a token is recognised and refused, never mistaken for an M2M token.
     """
 
-    M2M_TOKEN = "m2m_token"
-    SESSION_TOKEN = "session_token"
+    M2M_TOKEN = "m2m_token"  # nosec B105  # a name, not a password
+    SESSION_TOKEN = "session_token"  # nosec B105  # a name, not a password
     API_KEY = "api_key"
-    OAUTH_TOKEN = "oauth_token"
+    OAUTH_TOKEN = "oauth_token"  # nosec B105  # a name, not a password
 
 
 class AuthReason(StrEnum):
     """Why a request is not authenticated."""
 
-    TOKEN_MISSING = "token-missing"
+    TOKEN_MISSING = "token-missing"  # nosec B105  # a name, not a password
     """No bearer credentials at all (RFC 6750 §3.1: a 401 without an error attribute)."""
     AUTHORIZATION_MALFORMED = "authorization-header-malformed"
     """An ``Authorization`` header that is not one well-formed ``Bearer <token>``."""
-    TOKEN_TYPE_MISMATCH = "token-type-mismatch"
+    TOKEN_TYPE_MISMATCH = "token-type-mismatch"  # nosec B105  # a name, not a password
     """The token is of a type this route does not accept."""
-    TOKEN_TYPE_NOT_SUPPORTED = "token-type-not-supported"
+    TOKEN_TYPE_NOT_SUPPORTED = "token-type-not-supported"  # nosec B105  # a name, not a password
     """Accepted by the route, but not a kind Gatepass verifies (a Clerk session token…)."""
-    TOKEN_INVALID = "token-invalid"
+    TOKEN_INVALID = "token-invalid"  # nosec B105  # a name, not a password
     """Unknown, malformed, revoked, expired or out of scope, as the server answers it."""
-    TOKEN_EXPIRED = "token-expired"
-    TOKEN_NOT_ACTIVE_YET = "token-not-active-yet"
-    TOKEN_INVALID_SIGNATURE = "token-invalid-signature"
-    TOKEN_INVALID_ALGORITHM = "token-invalid-algorithm"
-    TOKEN_INVALID_AUDIENCE = "token-invalid-audience"
-    TOKEN_REVOKED = "token-revoked"
+    TOKEN_EXPIRED = "token-expired"  # nosec B105  # a name, not a password
+    TOKEN_NOT_ACTIVE_YET = "token-not-active-yet"  # nosec B105  # a name, not a password
+    TOKEN_INVALID_SIGNATURE = "token-invalid-signature"  # nosec B105  # a name, not a password
+    TOKEN_INVALID_ALGORITHM = "token-invalid-algorithm"  # nosec B105  # a name, not a password
+    TOKEN_INVALID_AUDIENCE = "token-invalid-audience"  # nosec B105  # a name, not a password
+    TOKEN_REVOKED = "token-revoked"  # nosec B105  # a name, not a password
     JWK_KID_MISMATCH = "jwk-kid-mismatch"
     """A JWT signed with a key the instance's JWKS does not hold."""
     INSUFFICIENT_SCOPE = "insufficient-scope"
     """Valid, but the token's scopes lack one the route requires (RFC 6750: 403)."""
-    SECRET_KEY_INVALID = "secret-key-invalid"
+    SECRET_KEY_INVALID = "secret-key-invalid"  # nosec B105  # a name, not a password
     """The server refused this service's own key: a configuration error, not the caller's."""
     VERIFICATION_UNAVAILABLE = "verification-unavailable"
     """The server could not be reached or could not answer; fail closed (503)."""

@@ -21,7 +21,7 @@ NON_TOKEN_RETENTION_MS: Final = 24 * 60 * 60 * 1000
 class ChangeKind(Enum):
     """What happened; ``subject`` and ``target`` are read according to the kind."""
 
-    TOKEN_REVOKED = "token_revoked"  # noqa: S105 - a name; subject: token id, target: machine
+    TOKEN_REVOKED = "token_revoked"  # noqa: S105 - a name; subject: token id, target: machine  # nosec B105
     MACHINE_DELETED = "machine_deleted"  # subject: machine id
     MACHINE_UPDATED = "machine_updated"  # subject: machine id (its default token lifetime)
     MACHINE_KEY_ROTATED = "machine_key_rotated"  # subject: machine id

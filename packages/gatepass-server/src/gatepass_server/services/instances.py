@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 from gatepass_server.domain.instances import Instance, InstanceKey
@@ -33,7 +33,7 @@ class CreatedInstance:
     """A new instance and the plaintext of its first ``sk_`` key (shown once)."""
 
     instance: Instance
-    secret_key: str
+    secret_key: str = field(repr=False)  # NOTE: a repr may be logged (SECURITY.md 3)
 
 
 @dataclass(frozen=True, slots=True)
@@ -41,7 +41,7 @@ class Bootstrap:
     """What first start did: the default instance, and its key if we generated it."""
 
     instance: Instance
-    generated_secret_key: str | None
+    generated_secret_key: str | None = field(repr=False)
 
 
 class InstanceService:

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 from gatepass_server.domain.keys import SecretKind, is_machine_id, new_machine_id
@@ -34,7 +34,7 @@ class CreatedMachine:
     """A new machine and the plaintext of its first secret key (shown once)."""
 
     machine: Machine
-    secret_key: str
+    secret_key: str = field(repr=False)  # NOTE: a repr may be logged (SECURITY.md 3)
 
 
 class MachineService:

@@ -39,7 +39,7 @@ class RequestContextMiddleware:
             await self.app(scope, receive, send)
             return
         # NOTE: a trace id is a handle, not a secret: the fast generator will do.
-        request_id = f"{random.getrandbits(128):032x}"
+        request_id = f"{random.getrandbits(128):032x}"  # nosec B311  # a handle (NOTE above)
         scope.setdefault("state", {})["request_id"] = request_id
         started = time.perf_counter()
         status = 500
