@@ -7,12 +7,10 @@ the operation and fault schedule of seed ``N``; a failing run prints its seed.
 from __future__ import annotations
 
 import os
-import secrets
 from typing import TYPE_CHECKING, Final
 
 import pytest
 
-from gatepass_server.domain.sealing import encode_master_key
 from helpers import throwaway_postgres_database
 
 if TYPE_CHECKING:
@@ -20,8 +18,6 @@ if TYPE_CHECKING:
     from pathlib import Path
 
 SEED_VARIABLE: Final = "GATEPASS_HISTORY_SEED"
-HISTORY_MASTER_KEY: Final = encode_master_key(secrets.token_bytes(32))
-"""Shared by every node of a run: a machine key sealed by one node opens on the other."""
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:
@@ -45,25 +41,18 @@ def history_seed(request: pytest.FixtureRequest) -> int | None:
 
 
 @pytest.fixture(scope="session")
-def history_node_env(bootstrap_key: str) -> Callable[[Mapping[str, str], Path], dict[str, str]]:
-    """One node's environment, built as ``tests/server/cluster/conftest.py`` ``node_env``.
+def history_node_env(
+    node_env: Callable[[Mapping[str, str], Path], dict[str, str]],
+) -> Callable[[Mapping[str, str], Path], dict[str, str]]:
+    """One node's environment (``node_env``) with the rate limiter off.
 
-    Every outer ``GATEPASS_*`` variable is blanked, so no developer setting or failpoint
-    leaks in. The rate limiter is off: the workload verifies revoked and forged tokens on
-    purpose, and a 429 would hide the answer the checker needs.
+    The workload verifies revoked and forged tokens on purpose, and a 429 would hide the
+    answer the checker needs.
     """
 
     def build(storage: Mapping[str, str], data_dir: Path) -> dict[str, str]:
-        data_dir.mkdir(parents=True, exist_ok=True)
-        return {
-            **{name: "" for name in os.environ if name.startswith("GATEPASS_")},
-            "GATEPASS_DATA_DIR": str(data_dir),
-            "GATEPASS_MASTER_KEY": HISTORY_MASTER_KEY,
-            "GATEPASS_BOOTSTRAP_SECRET_KEY": bootstrap_key,
-            "GATEPASS_AUTH_FAILURE_LIMIT": "0",
-            "GATEPASS_VERIFY_MISS_LIMIT": "0",
-            **storage,
-        }
+        limits_off = {"GATEPASS_AUTH_FAILURE_LIMIT": "0", "GATEPASS_VERIFY_MISS_LIMIT": "0"}
+        return node_env({**limits_off, **storage}, data_dir)
 
     return build
 
