@@ -20,7 +20,7 @@ from gatepass_server.storage.changes import NOTIFY_CHANNEL
 if TYPE_CHECKING:
     from collections.abc import Callable
 
-__all__ = ["PostgresChannel", "RedisChannel"]
+__all__ = ["PostgresChannel", "RedisChannel", "require_redis"]
 
 HEALTH_CHECK_SECONDS: Final = 5.0
 _TIMEOUT_SECONDS: Final = 2.0
@@ -106,6 +106,17 @@ class PostgresChannel:
         """Nothing: :meth:`listen` closes its connection when cancelled."""
 
 
+def require_redis() -> None:
+    """Fail start-up with a clear message when Redis is configured but not installed."""
+    try:
+        import redis.asyncio  # noqa: PLC0415, F401 - an optional extra
+    except ImportError as exc:  # pragma: no cover - the dev install has it
+        raise ConfigurationError(
+            "GATEPASS_REDIS_URL is set but redis is not installed: "
+            "pip install 'gatepass-server[redis]'",
+        ) from exc
+
+
 class RedisChannel:
     """Redis pub/sub on :data:`NOTIFY_CHANNEL`.
 
@@ -114,13 +125,9 @@ class RedisChannel:
     """
 
     def __init__(self, redis_url: str) -> None:
-        try:
-            import redis.asyncio  # noqa: PLC0415 - an optional extra
-        except ImportError as exc:  # pragma: no cover - the dev install has it
-            raise ConfigurationError(
-                "GATEPASS_REDIS_URL is set but redis is not installed: "
-                "pip install 'gatepass-server[redis]'",
-            ) from exc
+        require_redis()
+        import redis.asyncio  # noqa: PLC0415 - an optional extra
+
         # NOTE: no socket_timeout: the subscription waits on its socket for long stretches.
         # The health check pings a quiet connection, and publish has its own deadline.
         self._paused_until = 0.0

@@ -12,8 +12,8 @@ from __future__ import annotations
 import asyncio
 from typing import TYPE_CHECKING, Any, Final
 
-from gatepass_server.errors import ConfigurationError
 from gatepass_server.services.ratelimit import Count
+from gatepass_server.storage.notify import require_redis
 
 if TYPE_CHECKING:
     from gatepass_server.services.ratelimit import Rate
@@ -50,13 +50,7 @@ class RedisCounters:
     """GCRA buckets in Redis under ``prefix``; the connection is opened on first use."""
 
     def __init__(self, redis_url: str, prefix: str = DEFAULT_PREFIX) -> None:
-        try:
-            import redis.asyncio  # noqa: PLC0415, F401 - an optional extra
-        except ImportError as exc:  # pragma: no cover - the dev install has it
-            raise ConfigurationError(
-                "GATEPASS_REDIS_URL is set but redis is not installed: "
-                "pip install 'gatepass-server[redis]'",
-            ) from exc
+        require_redis()
         self._url = redis_url
         self._prefix = prefix
         self.client_name = f"{CLIENT_NAME}@{prefix}"
